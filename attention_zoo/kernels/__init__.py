@@ -1,0 +1,1 @@
+"""Fused kernels, each with its pure-PyTorch reference beside it."""

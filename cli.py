@@ -1,0 +1,328 @@
+"""``lra``: run LRA tasks against the attention zoo and turn the records into tables.
+
+Every command prints one clear ``error:`` line and exits non-zero on bad input
+(unknown task or variant, bad hyperparameters, missing or malformed data).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+DEFAULT_RUNS = os.environ.get("LRA_RUNS", "runs")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from attention_zoo.registry import HyperparameterError, UnknownVariantError
+    from lra.config import ConfigError
+    from tasks.base import DataError, UnknownTaskError
+
+    return (ConfigError, DataError, UnknownTaskError, UnknownVariantError, HyperparameterError)
+
+
+class LRAGroup(click.Group):
+    """Turns the suite's own input errors into one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except _user_errors() as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def _parse_sets(items: tuple[str, ...]) -> dict[str, str]:
+    from lra.config import ConfigError
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.group(cls=LRAGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def lra() -> None:
+    """Long Range Arena: run tasks against attention variants, tabulate and plot the results.
+
+    \b
+    lra run listops --attention polarity:alpha=3 --protocol quick
+    lra table
+    """
+
+
+@lra.command()
+@click.argument("task")
+@click.option("--attention", "-a", default="softmax", show_default=True,
+              help="Variant and hyperparameters, e.g. 'polarity:alpha=5'. See the zoo.")
+@click.option("--protocol", "-p", default="skyformer", show_default=True,
+              help="Preset: skyformer, nystromformer, lra or quick.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field: train.lr=1e-3, model.layers=4, data.seq_len=512. Repeatable.")
+@click.option("--source", default=None, help="Data source: 'generate', 'hub' or a local path (task default if unset).")
+@click.option("--out", default=DEFAULT_RUNS, show_default=True, type=click.Path(file_okay=False),
+              help="Folder for run records ($LRA_RUNS).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def run(task: str, attention: str, protocol: str, seed: int, sets: tuple[str, ...], source: str | None,
+        out: str, device: str, progress: bool) -> None:
+    """Train TASK with one attention variant under a protocol; test the best-val weights once.
+
+    Writes a run record (config.json, metrics.jsonl, result.json) under --out and prints
+    the validation and test accuracy.
+    """
+    import attention_zoo
+    from lra import protocols
+    from lra.train import pick_device, train
+    from tasks import get_task
+
+    get_task(task)
+    name, hp = attention_zoo.parse_spec(attention)
+    attention_zoo.make_hparams(name, **hp)  # fail fast on unknown names / values
+    cfg = protocols.resolve(task, protocol, name, hp, seed, _parse_sets(sets), source)
+    attention_zoo.make_hparams(cfg.model.attention, **cfg.model.attention_hp)
+    result = train(cfg, Path(out), pick_device(device), progress=progress)
+    if result["status"] != "finished":
+        click.echo(f"error: run {result['status']} (record in {result['dir']})", err=True)
+        sys.exit(1)
+    click.echo(
+        f"best val acc {100 * result['best_val_acc']:.2f}% (step {result['best_step']})  "
+        f"test acc {100 * result['test_acc']:.2f}%  (majority class {100 * result['test_majority_rate']:.2f}%)  "
+        f"{result['wall_seconds']:.0f}s\nrecord: {result['dir']}"
+    )
+
+
+@lra.command()
+@click.option("--runs", "runs_dir", default=DEFAULT_RUNS, show_default=True, type=click.Path(file_okay=False),
+              help="Folder of run records.")
+@click.option("--protocol", default=None, help="Only runs of this protocol.")
+def table(runs_dir: str, protocol: str | None) -> None:
+    """Print the accuracy table of the run records: variants x tasks, plus the average."""
+    from lra.records import load_runs
+    from results.table import accuracy_table, records_frame, to_markdown
+
+    frame = records_frame(load_runs(Path(runs_dir)))
+    if protocol:
+        frame = frame[frame.protocol == protocol]
+    if frame.empty:
+        raise click.ClickException(f"no finished runs under {runs_dir}")
+    click.echo(to_markdown(accuracy_table(frame)))
+
+
+@lra.group()
+def data() -> None:
+    """Prepare and inspect task data (cached under $LRA_DATA, one folder per parameter set)."""
+
+
+@data.command("prepare")
+@click.argument("task")
+@click.option("--source", default=None,
+              help="'generate', 'hub' or a local path (release folder, parquet folder, aclImdb/, pickles).")
+@click.option("--size", type=int, default=None, help="At most N rows per split (generators make only that many).")
+@click.option("--protocol", "-p", default=None,
+              help="Take the data parameters of this protocol (e.g. quick: short ListOps, small subsets).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Data parameter, e.g. seq_len=1000.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def data_prepare(task: str, source: str | None, size: int | None, protocol: str | None, sets: tuple[str, ...],
+                 progress: bool) -> None:
+    """Build the prepared arrays of TASK once; a second call with the same parameters does nothing.
+
+    Prints the cache folder, the split sizes and the class balance.
+    """
+    import json
+    import time
+
+    from lra import protocols
+    from lra.train import tqdm_factory
+    from tasks import get_task
+    from tasks.base import Progress
+    from tasks.cache import open_prepared, prepare
+
+    get_task(task)
+    params = protocols.resolve(task, protocol, "softmax").data if protocol else {}
+    params.update(_parse_sets(sets))
+    if size is not None:
+        params["size"] = size
+    t0 = time.perf_counter()
+    path = prepare(task, params, source, progress=Progress(tqdm_factory() if progress else None))
+    meta = open_prepared(path).meta
+    click.echo(f"{path}  ({time.perf_counter() - t0:.1f}s; built in {meta['prepare_seconds']:.1f}s)")
+    click.echo(f"counts {json.dumps(meta['counts'])}  seq_len {meta['seq_len']}  vocab {meta['vocab_size']}")
+    click.echo(f"class balance {json.dumps(meta['class_balance'])}")
+
+
+@data.command("info")
+def data_info() -> None:
+    """List the prepared caches: task, source, parameters, counts, size on disk."""
+    from tasks.cache import data_root, list_prepared
+
+    caches = list_prepared()
+    if not caches:
+        click.echo(f"no prepared data under {data_root()}")
+        return
+    for c in caches:
+        mb = sum(f.stat().st_size for f in c.path.iterdir()) / 2**20
+        params = ", ".join(f"{k}={v}" for k, v in c.meta["params"].items())
+        click.echo(f"{c.meta['task']:<11} {c.meta['counts']}  {mb:,.0f} MB  source={c.meta['source']}  {params}")
+        click.echo(f"            {c.path}")
+
+
+@lra.group()
+def zoo() -> None:
+    """The attention variants: hyperparameters, defaults and complexity."""
+
+
+@zoo.command("list")
+def zoo_list() -> None:
+    """Every variant with its hyperparameters (defaults) and time / memory complexity."""
+    import attention_zoo
+
+    for name in attention_zoo.names():
+        v = attention_zoo.get(name)
+        hp = ", ".join(f"{k}={val}" for k, val in v.defaults().items()) or "-"
+        click.echo(f"{name:<14} time {v.time:<12} memory {v.memory:<12} {hp}")
+        click.echo(f"{'':<14} {v.summary}")
+
+
+@zoo.command("show")
+@click.argument("name")
+def zoo_show(name: str) -> None:
+    """Document one variant: what it computes, its hyperparameters and their types."""
+    import dataclasses
+    import typing
+
+    import attention_zoo
+
+    v = attention_zoo.get(name)
+    click.echo(f"{name}  (time {v.time}, memory {v.memory})\n")
+    click.echo(v.doc() + "\n")
+    hints = typing.get_type_hints(v.hparams)
+    fields = dataclasses.fields(v.hparams)
+    for f in fields:
+        typ = hints[f.name]
+        shown = typ.__name__ if isinstance(typ, type) else str(typ).replace("typing.", "")
+        click.echo(f"  {f.name}: {shown} = {v.defaults()[f.name]!r}")
+    click.echo(f"\nuse: lra run TASK --attention {name}" + (f":{fields[0].name}=..." if fields else ""))
+
+
+def _ints(text: str) -> list[int]:
+    from lra.config import ConfigError
+
+    try:
+        return [int(float(v.lower().replace("k", "e3"))) for v in text.split(",") if v]
+    except ValueError:
+        raise ConfigError(f"expected a comma-separated list of integers (1k = 1000), got {text!r}") from None
+
+
+def _save_bench(rows, out: str | None, kind: str) -> None:
+    from lra import records
+
+    if out:
+        records.write_json_atomic(Path(out), {"kind": kind, "env": records.environment(), "rows": rows})
+        click.echo(f"wrote {out}")
+
+
+@lra.group()
+def bench() -> None:
+    """Speed and memory benchmarks (median of repeated steps, baseline in the same run)."""
+
+
+@bench.command("speed")
+@click.option("--attention", "-a", default="softmax,softmax_naive,linear,performer,nystromformer,polarity:alpha=3",
+              show_default=True, help="Comma-separated variant specs ('polarity:alpha=3,backend=torch' stays one).")
+@click.option("--lengths", default="1024,2048,3072,4096", show_default=True, help="Sequence lengths (1k = 1000).")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--protocol", "-p", default="skyformer", show_default=True, help="Model of this protocol's text task.")
+@click.option("--repeat", default=10, show_default=True, type=int)
+@click.option("--out", default=None, help="Write the rows as JSON here (e.g. results/bench/speed.json).")
+def bench_speed(attention: str, lengths: str, batch_size: int, protocol: str, repeat: int, out: str | None) -> None:
+    """LRA Table 2: byte-level text training steps/s and peak memory per variant and length,
+    each relative to softmax (measured in the same run)."""
+    from lra import bench as lbench
+    from results.table import speed_table
+
+    import attention_zoo
+
+    specs = _split_specs(attention)
+    for spec in specs:
+        name, hp = attention_zoo.parse_spec(spec)
+        attention_zoo.make_hparams(name, **hp)
+    if "softmax" not in specs:
+        specs = ["softmax", *specs]
+    rows = lbench.speed(specs, _ints(lengths), batch_size, protocol, repeat=repeat, progress=click.echo)
+    click.echo(speed_table(rows))
+    _save_bench(rows, out, "speed")
+
+
+def _split_specs(text: str) -> list[str]:
+    """'softmax,polarity:alpha=3,performer' -> specs; a 'k=v' item continues the previous spec."""
+    specs: list[str] = []
+    for item in text.split(","):
+        if "=" in item and ":" not in item and specs:
+            specs[-1] += "," + item
+        elif item:
+            specs.append(item)
+    return specs
+
+
+@bench.command("layers")
+@click.option("--attention", "-a", default=None, help="Comma-separated variant specs (default: the whole zoo).")
+@click.option("--lengths", default="1024,4096,16384", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--dim", default=64, show_default=True, type=int)
+@click.option("--heads", default=2, show_default=True, type=int)
+@click.option("--out", default=None, help="Write the rows as JSON here.")
+def bench_layers(attention: str | None, lengths: str, batch_size: int, dim: int, heads: int, out: str | None) -> None:
+    """One attention layer, forward+backward (bf16 autocast on CUDA): time and peak memory."""
+    import attention_zoo
+    from lra import bench as lbench
+    from results.table import layers_table
+
+    specs = _split_specs(attention) if attention else attention_zoo.names()
+    rows = lbench.layers(specs, _ints(lengths), batch_size, dim, heads, progress=click.echo)
+    click.echo(layers_table(rows))
+    _save_bench(rows, out, "layers")
+
+
+@bench.command("input")
+@click.argument("task")
+@click.option("--protocol", "-p", default="skyformer", show_default=True)
+@click.option("--attention", "-a", default="softmax", show_default=True)
+@click.option("--source", default=None)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+def bench_input(task: str, protocol: str, attention: str, source: str | None, sets: tuple[str, ...]) -> None:
+    """The input pipeline's share of a training step: fetching a batch alone vs a whole step."""
+    import json
+
+    from lra import bench as lbench
+
+    click.echo(json.dumps(lbench.input_share(task, protocol, attention, source, _parse_sets(sets)), indent=1))
+
+
+@bench.command("kernels")
+@click.option("--out", default=None, help="Write the rows as JSON here.")
+@click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "fp16", "fp32"]))
+def bench_kernels(out: str | None, dtype: str) -> None:
+    """Polarity attention: Triton kernel vs PyTorch reference vs SDPA flash, fwd and fwd+bwd,
+    at the LRA shapes and a length sweep; achieved bandwidth against a copy (CUDA only)."""
+    from lra import bench_kernels as bk
+
+    rows = bk.run(None, None, dtype=dtype, out_json=out, progress=click.echo)
+    click.echo(bk.format_table(rows))
+
+
+def main() -> None:
+    lra(prog_name="lra")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The engine: model, one training loop for every task, run records, benchmarks."""

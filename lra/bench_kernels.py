@@ -1,0 +1,378 @@
+"""Kernel benchmark: fused Triton polarity attention vs its PyTorch reference vs SDPA flash.
+
+Each shape (B, H, L, D) is timed forward and forward+backward (median, cold L2, through
+``triton.testing.do_bench``) with the extra peak memory each call allocates beyond its
+inputs. A device-to-device copy is timed in the same run; the Triton forward's achieved
+bandwidth (q, k, v read and o written once) is reported against it, with the byte floor
+that bandwidth implies.
+
+Library use (``lra bench kernels``)::
+
+    rows = run(shapes=[(8, 16, 4096, 64)], lengths=[], dtype="bf16", out_json="k.json")
+    print(format_table(rows))
+
+One-shot GPU check (correctness tests, then the benchmark)::
+
+    python -m lra.bench_kernels --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+DEFAULT_SHAPES: list[tuple[int, int, int, int]] = [(8, 16, 4096, 64), (32, 2, 4096, 32), (2, 16, 16384, 64)]
+# Length sweep at B=2, H=16, D=64 (PolaFormer-like width): tokens grow with L, so the
+# linear kernels' cost should too while softmax attention grows as L^2.
+DEFAULT_LENGTHS: list[int] = [1024, 2048, 4096, 8192, 16384, 32768, 65536]
+SWEEP_BHD: tuple[int, int, int] = (2, 16, 64)
+IMPLS = ("triton", "reference", "sdpa_flash")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+_REPO = Path(__file__).resolve().parents[1]
+_TEST_FILE = "tests/attention_zoo/test_polarity_triton.py"
+
+
+def _require_cuda() -> torch.device:
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "lra bench kernels needs a CUDA GPU: the Triton kernels, SDPA's flash backend and the "
+            "timings are GPU-only (torch.cuda.is_available() is False on this machine)"
+        )
+    return torch.device("cuda")
+
+
+def _median_ms(fn: Callable[[], object]) -> float:
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def _extra_peak_mb(fn: Callable[[], object]) -> float:
+    """Peak memory allocated by one call beyond what was live before it, MiB."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    del out
+    return (peak - base) / 2**20
+
+
+def copy_bandwidth_gbps(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second), GB/s."""
+    _require_cuda()
+    src = torch.empty(nbytes // 4, device="cuda", dtype=torch.float32).normal_()
+    dst = torch.empty_like(src)
+    ms = _median_ms(lambda: dst.copy_(src))
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def _impls(dtype: torch.dtype) -> dict[str, Callable]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from attention_zoo.kernels.polarity import reference
+    from attention_zoo.kernels.polarity import triton as fused
+
+    def sdpa(q, k, v, power):
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    return {
+        "triton": lambda q, k, v, power: fused.polarity_attention(q, k, v, power),
+        "reference": lambda q, k, v, power: reference.polarity_attention(q, k, v, power),
+        "sdpa_flash": sdpa,
+    }
+
+
+def _inputs(shape: tuple[int, int, int, int], dtype: torch.dtype):
+    b, h, l, d = shape
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do = (torch.randn(b, h, l, d, device="cuda", dtype=dtype, generator=g) for _ in range(4))
+    power = 1.0 + 3.0 * torch.rand(h, d, device="cuda", generator=g)  # p in (1, 4)
+    return q, k, v, power, do
+
+
+def _measure(fn: Callable, shape: tuple[int, int, int, int], dtype: torch.dtype) -> dict:
+    q, k, v, power, do = _inputs(shape, dtype)
+    with torch.no_grad():
+        fwd = lambda: fn(q, k, v, power)  # noqa: E731
+        fwd()  # compile / warm up before measuring memory
+        fwd_mem = _extra_peak_mb(fwd)
+        fwd_ms = _median_ms(fwd)
+    leaves = [t.requires_grad_() for t in (q, k, v, power)]
+
+    def fwd_bwd():
+        o = fn(*leaves)
+        return torch.autograd.grad(o, leaves, do, allow_unused=True)
+
+    fwd_bwd()
+    fwd_bwd_mem = _extra_peak_mb(fwd_bwd)
+    fwd_bwd_ms = _median_ms(fwd_bwd)
+    return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "fwd_mem_mb": fwd_mem, "fwd_bwd_mem_mb": fwd_bwd_mem}
+
+
+def _environment() -> dict:
+    import triton
+
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": torch.cuda.get_device_name(0),
+        "sm_count": props.multi_processor_count,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _write_json_atomic(path: str | os.PathLike, payload: object) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(
+    shapes: list[tuple[int, int, int, int]] | None = None,
+    lengths: list[int] | None = None,
+    dtype: str = "bf16",
+    out_json: str | None = None,
+    progress: Callable[[str], object] = print,
+) -> list[dict]:
+    """Benchmark Triton / reference / SDPA flash on every shape; one row per (shape, impl).
+
+    Args:
+        shapes: (B, H, L, D) shapes; None runs ``DEFAULT_SHAPES``, [] none.
+        lengths: sequence lengths swept at (B, H, D) = ``SWEEP_BHD``; None runs
+            ``DEFAULT_LENGTHS``, [] none.
+        dtype: "bf16", "fp16" or "fp32" (SDPA flash has no fp32 and records an error).
+        out_json: if given, ``{"environment": ..., "rows": [...]}`` is written there
+            atomically (temp file, then ``os.replace``).
+        progress: called with one line per measured row.
+
+    Returns:
+        Rows with shape, impl, fwd_ms, fwd_bwd_ms (medians), fwd_mem_mb, fwd_bwd_mem_mb
+        (peak MiB beyond the inputs) and status ("ok", "oom" or "error: ..."); Triton rows
+        add the forward's bytes, achieved GB/s, the copy GB/s and the byte floor in ms.
+    """
+    device = _require_cuda()
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    torch_dtype = DTYPES[dtype]
+    shapes = list(DEFAULT_SHAPES if shapes is None else shapes)
+    b, h, d = SWEEP_BHD
+    shapes += [(b, h, l, d) for l in (DEFAULT_LENGTHS if lengths is None else lengths) if (b, h, l, d) not in shapes]
+
+    env = _environment()
+    copy_gbps = copy_bandwidth_gbps()
+    progress(f"{env['device']}: device-to-device copy {copy_gbps:.0f} GB/s")
+    impls = _impls(torch_dtype)
+    rows: list[dict] = []
+    for shape in shapes:
+        b, h, l, d = shape
+        for name, fn in impls.items():
+            row = {"shape": f"{b}x{h}x{l}x{d}", "B": b, "H": h, "L": l, "D": d, "dtype": dtype, "impl": name,
+                   "device": env["device"], "fwd_ms": None, "fwd_bwd_ms": None, "fwd_mem_mb": None,
+                   "fwd_bwd_mem_mb": None, "status": "ok"}
+            try:
+                row.update(_measure(fn, shape, torch_dtype))
+            except torch.cuda.OutOfMemoryError:
+                row["status"] = "oom"
+            except Exception as e:  # a failing impl is recorded, the sweep goes on
+                row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            finally:
+                torch.cuda.synchronize(device)
+                torch.cuda.empty_cache()
+            if name == "triton":
+                nbytes = 4 * b * h * l * d * torch.tensor([], dtype=torch_dtype).element_size()  # q, k, v, o
+                row["fwd_bytes"] = nbytes
+                row["copy_gbps"] = copy_gbps
+                row["byte_floor_ms"] = nbytes / (copy_gbps * 1e9) * 1e3
+                if row["fwd_ms"]:
+                    row["fwd_gbps"] = nbytes / (row["fwd_ms"] * 1e-3) / 1e9
+                    row["fwd_bw_frac"] = row["fwd_gbps"] / copy_gbps
+            rows.append(row)
+            progress(_row_line(row))
+    if out_json:
+        _write_json_atomic(out_json, {"environment": env | {"copy_gbps": copy_gbps}, "rows": rows})
+    return rows
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _row_line(row: dict) -> str:
+    return (f"{row['shape']:>16} {row['dtype']} {row['impl']:>10}: fwd {_fmt(row['fwd_ms'])} ms, "
+            f"fwd+bwd {_fmt(row['fwd_bwd_ms'])} ms, {row['status']}")
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table of ``run``'s rows (times in ms, memory in MiB beyond the inputs)."""
+    lines = [
+        "| shape B x H x L x D | dtype | impl | fwd ms | fwd+bwd ms | fwd MiB | fwd+bwd MiB "
+        "| fwd GB/s (of copy) | fwd byte floor ms | status |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        bw = "-"
+        if r.get("fwd_gbps"):
+            bw = f"{r['fwd_gbps']:.0f} ({100 * r['fwd_bw_frac']:.0f}%)"
+        floor = _fmt(r.get("byte_floor_ms"))
+        lines.append(
+            f"| {r['B']} x {r['H']} x {r['L']} x {r['D']} | {r['dtype']} | {r['impl']} | {_fmt(r['fwd_ms'])} "
+            f"| {_fmt(r['fwd_bwd_ms'])} | {_fmt(r['fwd_mem_mb'], '.0f')} | {_fmt(r['fwd_bwd_mem_mb'], '.0f')} "
+            f"| {bw} | {floor} | {r['status']} |"
+        )
+    return "\n".join(lines)
+
+
+def _record(entry: dict, results: list[dict], progress: Callable[[str], object],
+            jsonl: str | os.PathLike | None) -> None:
+    results.append(entry)
+    progress(json.dumps(entry))
+    if jsonl:
+        with open(jsonl, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+SWEEP_CANDIDATES: list[tuple[int, int, int, int | None]] = [
+    # (rows per tile, warps, stages, maxnreg)
+    (32, 4, 2, None), (64, 4, 2, None), (64, 8, 2, None), (64, 8, 3, None),
+    (128, 8, 2, None), (64, 4, 2, 128), (32, 4, 2, 128),
+]
+
+
+def sweep_configs(
+    shapes: list[tuple[int, int, int, int]] | None = None,
+    dtype: str = "bf16",
+    progress: Callable[[str], object] = print,
+    jsonl: str | os.PathLike | None = None,
+    part: tuple[int, int] = (0, 1),
+    timing: bool = True,
+) -> list[dict]:
+    """Time the Triton kernels' launch settings one kernel at a time (for tuning ``_CONFIGS``).
+
+    For each shape and each candidate of ``SWEEP_CANDIDATES`` for one kernel, the forward
+    launcher (state / out kernels) or the backward launcher (bwd_q / bwd_k) is timed with
+    the others at their current settings; then whole fwd+bwd for a few ``_WAVES``.
+    ``_CONFIGS`` is restored afterwards. Each result is appended to ``jsonl`` as it comes,
+    so a cut-off sweep keeps its part. ``part=(i, n)`` runs every n-th job from i and
+    ``timing=False`` only compiles and runs once: n such processes in parallel fill
+    Triton's on-disk cache before one timed sweep.
+    """
+    _require_cuda()
+    import triton.testing
+
+    from attention_zoo.kernels.polarity import triton as fused
+
+    torch_dtype = DTYPES[dtype]
+    saved = {k: dict(v) for k, v in fused._CONFIGS.items()}
+    saved_waves = fused._WAVES
+    results: list[dict] = []
+    job = -1
+    try:
+        for shape in shapes or DEFAULT_SHAPES[:2]:
+            q, k, v, power, do = _inputs(shape, torch_dtype)
+            p = power.contiguous()
+            o, state = fused._forward(q, k, v, p, None, None, 1e-6)
+            fwd = lambda: fused._forward(q, k, v, p, None, None, 1e-6)  # noqa: E731
+            bwd = lambda: fused._backward(do, q, k, v, p, o, state, None, None, 1e-6)  # noqa: E731
+            both = lambda: fused._backward(do, q, k, v, p, *fwd(), None, None, 1e-6)  # noqa: E731
+            jobs = [(kernel, fn, c) for kernel, fn in (("state", fwd), ("out", fwd), ("bwd_q", bwd), ("bwd_k", bwd))
+                    for c in SWEEP_CANDIDATES]
+            jobs += [("all", both, waves) for waves in (1, 2, 4, 8)]
+            for kernel, fn, cand in jobs:
+                job += 1
+                if job % part[1] != part[0]:
+                    continue
+                entry: dict = {"shape": "x".join(map(str, shape)), "kernel": kernel}
+                if kernel == "all":
+                    fused._WAVES = entry["waves"] = cand
+                else:
+                    rows_, warps, stages, maxnreg = cand
+                    key = "BL" if kernel == "state" else "BM"
+                    fused._CONFIGS[kernel] = {key: rows_, "num_warps": warps, "num_stages": stages, "maxnreg": maxnreg}
+                    entry.update(fused._CONFIGS[kernel])
+                try:
+                    fn()
+                    if timing:
+                        entry["ms"] = float(triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median"))
+                except Exception as e:  # e.g. out of shared memory for a large tile
+                    entry["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                finally:
+                    fused._CONFIGS.clear()
+                    fused._CONFIGS.update({kk: dict(vv) for kk, vv in saved.items()})
+                    fused._WAVES = saved_waves
+                if timing:
+                    _record(entry, results, progress, jsonl)
+    finally:
+        fused._CONFIGS.clear()
+        fused._CONFIGS.update(saved)
+        fused._WAVES = saved_waves
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="directory for bench_kernels.json / .md and the test log")
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--shapes", default=None, help="comma-separated BxHxLxD list (default: the standard three)")
+    parser.add_argument("--lengths", default=None, help="comma-separated lengths for the sweep ('' for none)")
+    parser.add_argument("--no-tests", action="store_true", help="skip the GPU correctness tests")
+    parser.add_argument("--sweep", action="store_true", help="also time the kernels' launch settings")
+    parser.add_argument("--sweep-warm", default=None, metavar="I/N",
+                        help="only compile part I of N of the sweep's configs (run N at once, then --sweep)")
+    args = parser.parse_args(argv)
+    _require_cuda()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.sweep_warm:
+        i, n = (int(x) for x in args.sweep_warm.split("/"))
+        sweep_configs(dtype=args.dtype, part=(i, n), timing=False)
+        return 0
+
+    tests_rc = 0
+    if not args.no_tests:
+        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", _TEST_FILE]
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
+        proc = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True)
+        (out / "gpu_tests.log").write_text(proc.stdout + proc.stderr)
+        tests_rc = proc.returncode
+        print(proc.stdout[-3000:] + proc.stderr[-2000:])
+
+    shapes = None if args.shapes is None else [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",") if s]
+    lengths = None if args.lengths is None else [int(x) for x in args.lengths.split(",") if x]
+    rows = run(shapes, lengths, dtype=args.dtype, out_json=str(out / "bench_kernels.json"))
+    table = format_table(rows)
+    (out / "bench_kernels.md").write_text(table + "\n")
+    print(table)
+    if args.sweep:
+        sweep_configs(dtype=args.dtype, jsonl=out / "sweep.jsonl")
+    return 1 if tests_rc else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Protocols as data: per-task presets of model, optimisation and data parameters.
+
+``skyformer`` is the PyTorch protocol the PolaFormer LRA table follows (the default);
+``nystromformer`` the Nyströmformer port's; ``lra`` the original JAX configs; ``quick``
+a CPU-sized preset that trains in minutes. Numbers are LRA_SPEC §2.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from lra.config import ConfigError, ModelConfig, RunConfig, TrainConfig, apply_overrides
+
+_SKY_MODEL = dict(layers=2, dim=64, heads=2, ffn=128, dropout=0.1, pooling="mean", head_hidden=128)
+_SKY_TRAIN = dict(steps=50000, schedule="onecycle", beta1=0.9, beta2=0.999, adam_eps=1e-6, weight_decay=0.0,
+                  clip_value=1.0, best_after=0.2)
+_SEQ = {"listops": 2000, "text": 4000, "retrieval": 4000, "image": 1024, "pathfinder": 1024}
+
+
+def _sky(batch: int, lr: float, warmup: int, eval_every: int, eval_batches: int) -> dict[str, Any]:
+    return dict(batch_size=batch, lr=lr, warmup=warmup, eval_every=eval_every, eval_batches=eval_batches)
+
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "skyformer": {
+        "doc": "Skyformer PyTorch protocol (PolaFormer's LRA table): 2 layers, dim 64, 50k steps.",
+        "model": _SKY_MODEL,
+        "train": _SKY_TRAIN,
+        "tasks": {
+            "listops": {"train": _sky(32, 1e-4, 1000, 500, 62)},
+            "text": {"train": _sky(32, 1e-4, 80, 500, 200), "data": {"seq_len": 4000}},
+            "retrieval": {"train": _sky(16, 2e-4, 800, 1000, 300), "data": {"seq_len": 4000}},
+            "pathfinder": {"train": _sky(128, 2e-4, 312, 500, 156)},
+            "image": {"train": _sky(256, 1e-4, 175, 50, 20)},
+        },
+    },
+    "nystromformer": {
+        "doc": "Nyströmformer's LRA port: the skyformer model, its own steps, batches and warm-up.",
+        "model": _SKY_MODEL,
+        "train": {**_SKY_TRAIN, "lr": 1e-4},
+        "tasks": {
+            "listops": {"train": dict(steps=5000, batch_size=32, warmup=1000, eval_every=500, eval_batches=62)},
+            "text": {"train": dict(steps=20000, batch_size=32, warmup=8000, eval_every=500, eval_batches=200),
+                     "data": {"seq_len": 4000}},
+            "retrieval": {"train": dict(steps=30000, batch_size=32, warmup=800, eval_every=1000, eval_batches=300),
+                          "data": {"seq_len": 4000}},
+            "image": {"train": dict(steps=35000, batch_size=256, warmup=175, eval_every=500, eval_batches=20)},
+            "pathfinder": {"train": dict(steps=62400, batch_size=256, warmup=312, eval_every=500, eval_batches=156)},
+        },
+    },
+    "lra": {
+        "doc": "The original LRA JAX configs (Adam 0.9/0.98/1e-9, decoupled weight decay, rsqrt or cosine "
+               "schedules). The JAX image/pathfinder models' separate qkv width is not modelled: attention "
+               "runs at the model width.",
+        "model": dict(dropout=0.1),
+        "train": dict(beta1=0.9, beta2=0.98, adam_eps=1e-9, clip_value=0.0, best_after=0.0, eval_batches=0),
+        "tasks": {
+            "listops": {"model": dict(layers=4, dim=512, heads=8, ffn=1024, head_hidden=1024, pooling="cls"),
+                        "train": dict(batch_size=32, lr=0.05, schedule="rsqrt", warmup=1000, steps=5000,
+                                      weight_decay=0.1, eval_every=500)},
+            "text": {"model": dict(layers=4, dim=256, heads=4, ffn=1024, head_hidden=1024, pooling="cls"),
+                     "train": dict(batch_size=32, lr=0.05, schedule="rsqrt", warmup=8000, steps=20000,
+                                   weight_decay=0.1, eval_every=500),
+                     "data": {"seq_len": 1000}},
+            "retrieval": {"model": dict(layers=4, dim=128, heads=4, ffn=512, head_hidden=512, pooling="cls"),
+                          "train": dict(batch_size=32, lr=0.05, schedule="rsqrt", warmup=8000, steps=5000,
+                                        weight_decay=0.1, eval_every=500),
+                          "data": {"seq_len": 4000}},
+            "image": {"model": dict(layers=1, dim=128, heads=8, ffn=128, head_hidden=128, pooling="cls"),
+                      "train": dict(batch_size=256, lr=5e-4, schedule="cosine", warmup=175, steps=35000,
+                                    weight_decay=0.0, eval_every=1000)},
+            "pathfinder": {"model": dict(layers=4, dim=32, heads=4, ffn=32, head_hidden=32, pooling="mean"),
+                           "train": dict(batch_size=512, lr=1e-3, schedule="cosine", warmup=312, steps=62400,
+                                         weight_decay=0.0, eval_every=1000)},
+        },
+    },
+    "quick": {
+        "doc": "CPU-sized preset: small generated/sliced data, short sequences, a few hundred steps.",
+        "model": dict(layers=2, dim=64, heads=2, ffn=128, dropout=0.0, pooling="mean", head_hidden=128),
+        "train": dict(steps=500, schedule="onecycle", lr=2e-3, warmup=50, eval_every=100, eval_batches=0,
+                      beta1=0.9, beta2=0.999, adam_eps=1e-6, weight_decay=0.0, clip_value=1.0, best_after=0.2,
+                      batch_size=32),
+        "tasks": {
+            "listops": {"data": dict(seq_len=128, min_length=16, max_length=128, n_train=4000, n_val=500,
+                                     n_test=500)},
+            "text": {"data": dict(seq_len=512, size=2000)},
+            "retrieval": {"data": dict(seq_len=256, size=2000)},
+            "image": {"data": dict(size=2000)},
+            "pathfinder": {"data": dict(n=2500)},
+        },
+    },
+}
+
+
+def protocol_names() -> list[str]:
+    return sorted(PROTOCOLS)
+
+
+def resolve(task: str, protocol: str, attention: str, attention_hp: dict[str, Any] | None = None,
+            seed: int = 0, overrides: dict[str, Any] | None = None, source: str | None = None) -> RunConfig:
+    """Protocol defaults, then its per-task entries, then ``--set`` overrides."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(protocol_names())}")
+    proto = PROTOCOLS[protocol]
+    per_task = proto["tasks"].get(task)
+    if per_task is None:
+        raise ConfigError(f"protocol {protocol!r} has no entry for task {task!r}")
+    model = ModelConfig(**{**proto.get("model", {}), **per_task.get("model", {})})
+    model.attention = attention
+    model.attention_hp = dict(attention_hp or {})
+    train = TrainConfig(**{**proto.get("train", {}), **per_task.get("train", {})})
+    data = dict(copy.deepcopy(per_task.get("data", {})))
+    cfg = RunConfig(task=task, protocol=protocol, seed=seed, source=source, data=data, model=model, train=train)
+    return apply_overrides(cfg, overrides or {})

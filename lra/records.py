@@ -1,0 +1,95 @@
+"""Run records: a directory per run with config.json, metrics.jsonl and result.json.
+
+Records are data: tables and plots only read them. Every file is written atomically
+(temporary file in the same folder, then ``os.replace``), so a run killed mid-write
+never leaves a partial ``result.json``; ``metrics.jsonl`` is appended line by line and
+a torn last line is skipped on reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULT, CONFIG, METRICS = "result.json", "config.json", "metrics.jsonl"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_jsonl(path: Path, obj: Any) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if not Path(path).exists():
+        return rows
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn final line from a killed run
+    return rows
+
+
+def run_dir_name(task: str, variant_label: str, protocol: str, seed: int, config_hash: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in variant_label.replace(":", "-").replace("=", ""))
+    return Path(task) / safe / f"{protocol}-seed{seed}-{config_hash}"
+
+
+def environment() -> dict[str, Any]:
+    """Machine and library versions recorded with every result."""
+    import numpy
+    import torch
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+    }
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    return env
+
+
+def load_runs(root: Path) -> list[dict[str, Any]]:
+    """Every finished run under ``root``: result.json merged with its config."""
+    runs = []
+    for result_path in sorted(Path(root).rglob(RESULT)):
+        run = result_path.parent
+        try:
+            result = json.loads(result_path.read_text())
+            config = json.loads((run / CONFIG).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        runs.append({**result, "config": config, "dir": str(run)})
+    return runs

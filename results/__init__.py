@@ -1,0 +1,1 @@
+"""Run records -> tables (markdown, LaTeX, CSV) and figures; published numbers as data."""

@@ -1,0 +1,308 @@
+"""Kernel / low-rank attention variants against exact forms written here, in float64.
+
+* linear, cosformer, flatten, hedgehog, performer (fixed features), kernelized: equal to an
+  explicit L x L "left product" (similarity matrix from the feature map or kernel, rows
+  normalised here), with and without padding;
+* nystromformer, skyformer with as many landmarks as tokens: close to exact softmax /
+  Gaussian-kernel attention (tolerances stated below), exact once the pseudo-inverse
+  iteration has converged;
+* performer: the error against exact softmax attention shrinks as features grow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import attention_zoo as az
+from attention_zoo.nystromformer import nystrom_attention, segment_landmarks
+from attention_zoo.skyformer import skyformer_attention
+
+DIM, HEADS, MAX_LEN = 32, 2, 512
+D = DIM // HEADS
+
+
+def masks(l: int) -> torch.Tensor:
+    """(3, l): no padding; trailing padding; interior and trailing padding."""
+    m = torch.ones(3, l, dtype=torch.bool)
+    m[1, 2 * l // 3 :] = False
+    m[2, 3:7] = False
+    m[2, l // 2 :] = False
+    m[2, l - 2] = True
+    return m
+
+
+def to_heads(t: torch.Tensor) -> torch.Tensor:
+    b, l, _ = t.shape
+    return t.reshape(b, l, HEADS, D).permute(0, 2, 1, 3)  # (B, H, L, D)
+
+
+def from_heads(t: torch.Tensor) -> torch.Tensor:
+    b, h, l, d = t.shape
+    return t.permute(0, 2, 1, 3).reshape(b, l, h * d)
+
+
+def build(name: str, seed: int = 0, **hp) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return az.build(name, DIM, HEADS, MAX_LEN, **hp).double().eval()
+
+
+def inputs(l: int, seed: int = 1, scale: float = 1.0) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(3, l, DIM, dtype=torch.float64) * scale
+
+
+def qkv(mod: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return mod.qkv(x).chunk(3, dim=-1)  # (B, L, C) each
+
+
+def normalise_rows(sim: torch.Tensor, mask: torch.Tensor, v: torch.Tensor, eps: float, clamp: bool = False):
+    """sum_j sim_ij v_j / (sum_j sim_ij + eps) over real keys j; sim (B, H, L, L) explicit."""
+    sim = sim * mask[:, None, None, :].double()
+    den = sim.sum(-1, keepdim=True)
+    den = den.clamp_min(eps) if clamp else den + eps
+    return torch.einsum("bhij,bhjd->bhid", sim / den, v)
+
+
+def assert_close_on_real(out: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, rtol: float) -> None:
+    err = (out - ref)[mask].norm() / ref[mask].norm()
+    assert err < rtol, f"relative error {err:.3e} >= {rtol:.1e}"
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float:
+    sel = mask[:, None, :, None].expand_as(ref)
+    return ((out - ref)[sel].norm() / ref[sel].norm()).item()
+
+
+def exact_softmax(q, k, v, mask):
+    logits = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
+    logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+    return torch.softmax(logits, dim=-1) @ v
+
+
+def exact_gaussian(q, k, v, mask, normalize=False):
+    """exp(-||q_i - k_j||^2 / (2 sqrt(d))) over real keys, optionally row-normalised."""
+    dist2 = torch.cdist(q, k) ** 2  # (B, H, L, L)
+    c = torch.exp(-dist2 / (2 * math.sqrt(q.shape[-1]))) * mask[:, None, None, :].double()
+    if normalize:
+        c = c / c.sum(-1, keepdim=True)
+    return c @ v
+
+
+@pytest.mark.parametrize("l", [41, 64])
+def test_linear_left_product(l):
+    mod, x, mask = build("linear"), inputs(l), masks(l)
+    q, k, v = (to_heads(t) for t in qkv(mod, x))
+    phi = lambda t: torch.where(t > 0, t + 1, torch.exp(t))  # noqa: E731  elu(t) + 1
+    sim = torch.einsum("bhid,bhjd->bhij", phi(q), phi(k))
+    ref = mod.proj(from_heads(normalise_rows(sim, mask, v, 1e-6)))
+    assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
+
+
+@pytest.mark.parametrize("mode", ["real", "padded", "max_len"])
+def test_cosformer_left_product(mode):
+    l = 45
+    mod, x, mask = build("cosformer", reweight_length=mode), inputs(l), masks(l)
+    q, k, v = (to_heads(t) for t in qkv(mod, x))
+    pos = torch.arange(1, l + 1, dtype=torch.float64)
+    if mode == "real":
+        big_m = torch.tensor([max(i + 1 for i in range(l) if row[i]) for row in mask], dtype=torch.float64)
+    elif mode == "padded":
+        big_m = torch.full((3,), float(l), dtype=torch.float64)
+    else:
+        big_m = torch.full((3,), float(MAX_LEN), dtype=torch.float64)
+    ratio = (pos[None, :] / big_m[:, None]).clamp_max(1.0)  # (B, L), i / M
+    # The paper's similarity: relu(q_i).relu(k_j) cos(pi/2 (i - j) / M).
+    cos_w = torch.cos(math.pi / 2 * (ratio[:, :, None] - ratio[:, None, :]))  # (B, L, L)
+    sim = torch.einsum("bhid,bhjd->bhij", q.relu(), k.relu()) * cos_w[:, None]
+    ref = mod.proj(from_heads(normalise_rows(sim, mask, v, 1e-6, clamp=True)))
+    assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
+
+
+def test_cosformer_real_length_ignores_trailing_padding():
+    mod, x = build("cosformer"), inputs(40)
+    mask = torch.ones(3, 40, dtype=torch.bool)
+    mask[:, 30:] = False
+    full = mod(x, mask)[:, :30]
+    cut = mod(x[:, :30], mask[:, :30])
+    torch.testing.assert_close(full, cut, rtol=1e-12, atol=1e-12)
+
+
+def test_flatten_left_product():
+    l = 47
+    mod, x, mask = build("flatten"), inputs(l), masks(l)
+    with torch.no_grad():  # non-trivial learned scale and key positions
+        mod.scale.normal_()
+        mod.pos.normal_(std=0.3)
+    q, k, v = qkv(mod, x)
+    k = k + mod.pos[:, :l]
+
+    def focus(t):  # f_p((relu(t) + 1e-6) / softplus(s)), norms over all C channels, p = 3
+        t = (t.clamp_min(0) + 1e-6) / torch.log1p(torch.exp(mod.scale))
+        return t.norm(dim=-1, keepdim=True) * t**3 / (t**3).norm(dim=-1, keepdim=True)
+
+    vh = to_heads(v) * mask[:, None, :, None].double()
+    sim = torch.einsum("bhid,bhjd->bhij", to_heads(focus(q)), to_heads(focus(k)))
+    n = mask.sum(-1).double()[:, None, None, None]
+    sim = sim * mask[:, None, None, :].double() / n  # K^T V / n and mean of keys
+    o = torch.einsum("bhij,bhjd->bhid", sim, vh) / (sim.sum(-1, keepdim=True) + 1e-6)
+    w, bias = mod.dwc.weight, mod.dwc.bias  # (D, 1, 5), (D,)
+    conv = F.conv1d(vh.reshape(3 * HEADS, l, D).transpose(1, 2), w, bias, padding=2, groups=D)
+    o = o + conv.transpose(1, 2).reshape(3, HEADS, l, D)
+    assert_close_on_real(mod(x, mask), mod.proj(from_heads(o)), mask, 1e-12)
+
+
+def test_hedgehog_left_product():
+    l = 43
+    mod, x, mask = build("hedgehog"), inputs(l), masks(l)
+    with torch.no_grad():  # move away from the identity init
+        for p in (mod.q_weight, mod.k_weight, mod.q_bias, mod.k_bias):
+            p.add_(0.3 * torch.randn_like(p))
+    q, k, v = (to_heads(t) for t in qkv(mod, x))
+
+    def phi(t, w, b):
+        z = torch.einsum("bhld,hde->bhle", t, w) + b[None, :, None, :]
+        return torch.cat([torch.softmax(z, -1), torch.softmax(-z, -1)], dim=-1)
+
+    sim = torch.einsum(
+        "bhid,bhjd->bhij", phi(q, mod.q_weight, mod.q_bias), phi(k, mod.k_weight, mod.k_bias)
+    )
+    ref = mod.proj(from_heads(normalise_rows(sim, mask, v, 1e-6)))
+    assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_performer_left_product(kernel):
+    l = 50
+    mod, x, mask = build("performer", nb_features=64, kernel=kernel), inputs(l), masks(l)
+    q, k, v = (to_heads(t) for t in qkv(mod, x))
+    phi_q = mod.feature_map(q, mask, is_query=True)
+    phi_k = mod.feature_map(k, mask, is_query=False)
+    assert (phi_q > 0).all() and (phi_k > 0).all()
+    sim = torch.einsum("bhif,bhjf->bhij", phi_q, phi_k)
+    ref = mod.proj(from_heads(normalise_rows(sim, mask, v, 0.0)))
+    assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
+
+
+def test_performer_error_shrinks_with_features():
+    l, seeds = 60, range(4)
+
+    def mean_err(m: int) -> float:
+        errs = []
+        for seed in seeds:
+            mod, x, mask = build("performer", seed=seed, nb_features=m), inputs(l, seed=seed), masks(l)
+            q, k, v = (to_heads(t) for t in qkv(mod, x))
+            errs.append(rel_err(mod.attend(q, k, v, mask), exact_softmax(q, k, v, mask), mask))
+        return sum(errs) / len(errs)
+
+    small, large = mean_err(16), mean_err(1024)
+    # Monte-Carlo error ~ m^-1/2: 16 -> 1024 should cut it ~8x; ask for 2.5x.
+    assert large < small / 2.5, (small, large)
+    assert large < 0.2, large
+
+
+def test_performer_redraw_interval():
+    mod = build("performer", nb_features=16, redraw_interval=2).train()
+    x, mask = inputs(10), masks(10)
+    seen = [mod.features.clone()]
+    for _ in range(5):
+        mod(x, mask)
+        seen.append(mod.features.clone())
+    # Redraw before the 3rd and 5th training forward passes.
+    changed = [not torch.equal(a, b) for a, b in zip(seen, seen[1:])]
+    assert changed == [False, False, True, False, True]
+    mod.eval()
+    before = mod.features.clone()
+    for _ in range(3):
+        mod(x, mask)
+    assert torch.equal(before, mod.features)
+    assert "features" in dict(mod.named_buffers()) and "features" not in dict(mod.named_parameters())
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_kernelized_left_product(normalize):
+    l = 45
+    mod, x, mask = build("kernelized", normalize=normalize), inputs(l), masks(l)
+    q, k, v = (to_heads(t) for t in qkv(mod, x))
+    ref = mod.proj(from_heads(exact_gaussian(q, k, v, mask, normalize)))
+    assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
+
+
+def test_nystrom_segment_landmarks():
+    x = torch.randn(1, 1, 10, 3, dtype=torch.float64)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    lm, valid = segment_landmarks(x, mask, 4)  # 10 tokens -> segments of 3, 2, 3, 2
+    ref = torch.stack([x[0, 0, a:b].mean(0) for a, b in [(0, 3), (3, 5), (5, 8), (8, 10)]])
+    torch.testing.assert_close(lm[0, 0], ref)
+    assert valid.all()
+    mask[0, [1, 6]] = False  # 8 real tokens -> 4 segments of 2 real tokens each
+    lm, valid = segment_landmarks(x, mask, 4)
+    ref = torch.stack([x[0, 0, idx].mean(0) for idx in ([0, 2], [3, 4], [5, 7], [8, 9])])
+    torch.testing.assert_close(lm[0, 0], ref)
+    lm, valid = segment_landmarks(x, mask, 12)  # fewer real tokens than landmarks
+    assert valid.tolist() == [[True] * 8 + [False] * 4]
+    torch.testing.assert_close(lm[0, 0, :8], x[0, 0, mask[0]])
+
+
+@pytest.mark.parametrize("iters, tol", [(6, 5e-2), (20, 1e-8)])
+def test_nystrom_landmarks_as_tokens_approach_softmax(iters, tol):
+    # As many landmarks as tokens: F A^+ B = softmax(qk^T) once A^+ is exact; with the
+    # default 6 iterations the pseudo-inverse is not converged (about 2e-2 here).
+    l = 40
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(3, HEADS, l, D, dtype=torch.float64) for _ in range(3))
+    mask = masks(l)
+    s = D**-0.25
+    out = nystrom_attention(q * s, k * s, v, mask, num_landmarks=l, iters=iters)
+    assert rel_err(out, exact_softmax(q, k, v, mask), mask) < tol
+
+
+def test_nystromformer_short_sequence_is_exact_softmax():
+    l = 30  # <= num_landmarks: exact path
+    mod, x, mask = build("nystromformer", num_landmarks=32), inputs(l), masks(l)
+    q, k, v = (to_heads(t) for t in qkv(mod, x))
+    vm = v * mask[:, None, :, None].double()
+    w = mod.conv.weight  # (H, 1, 35, 1): one length kernel per head, shared by its D channels
+    conv = F.conv2d(vm, w, padding=(17, 0), groups=HEADS)
+    ref = mod.proj(from_heads(exact_softmax(q, k, v, mask) + conv))
+    assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
+
+
+def test_nystromformer_long_sequence_ignores_trailing_padding():
+    # L > landmarks and not divisible by them; landmarks are over real tokens only.
+    mod = build("nystromformer", num_landmarks=8)
+    x = inputs(61)
+    mask = torch.ones(3, 61, dtype=torch.bool)
+    mask[:, 45:] = False
+    full = mod(x, mask)
+    assert torch.isfinite(full).all()
+    cut = mod(x[:, :45], mask[:, :45])
+    torch.testing.assert_close(full[:, :45], cut, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("iters, tol", [(6, 5e-2), (20, 1e-8)])
+def test_skyformer_all_tokens_as_landmarks_approach_gaussian_kernel(normalize, iters, tol):
+    # 2L landmarks (every query and key) and no ridge: the Nystrom form is exact once the
+    # iterative pseudo-inverse has converged.
+    l = 40
+    torch.manual_seed(3)
+    q, k, v = (torch.randn(3, HEADS, l, D, dtype=torch.float64) for _ in range(3))
+    mask = masks(l)
+    out = skyformer_attention(q, k, v, mask, num_feats=2 * l, ridge=0.0, iters=iters, normalize=normalize)
+    assert rel_err(out, exact_gaussian(q, k, v, mask, normalize), mask) < tol
+
+
+def test_skyformer_module_samples_only_real_tokens():
+    l = 90  # > num_feats / 2: sampled landmarks
+    mod, x, mask = build("skyformer", num_feats=32), inputs(l), masks(l)
+    torch.manual_seed(5)
+    out = mod(x, mask)
+    assert torch.isfinite(out).all()
+    x2 = x.clone()
+    x2[~mask] = 1e3 * torch.randn_like(x2[~mask])
+    torch.manual_seed(5)  # same landmark draw
+    torch.testing.assert_close(mod(x2, mask)[mask], out[mask], rtol=1e-10, atol=1e-10)

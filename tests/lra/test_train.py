@@ -1,0 +1,62 @@
+"""The training loop learns, schedules follow their definitions, configs resolve."""
+
+import math
+
+import pytest
+import torch
+
+from lra import protocols
+from lra.config import ConfigError, TrainConfig
+from lra.train import make_optimizer, make_schedule, train
+
+
+def test_quick_listops_beats_majority_class(tmp_path):
+    cfg = protocols.resolve("listops", "quick", "polarity", {"alpha": 3}, seed=0,
+                            overrides={"train.steps": 150, "train.eval_every": 50})
+    result = train(cfg, tmp_path, torch.device("cpu"), progress=False, log=lambda *_: None)
+    assert result["status"] == "finished"
+    assert result["test_acc"] > result["test_majority_rate"] + 0.05, result
+
+
+def _lrs(t: TrainConfig, n):
+    opt = make_optimizer(torch.nn.Linear(2, 2), t)
+    sched = make_schedule(opt, t)
+    out = []
+    for _ in range(n):
+        out.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_onecycle_peaks_at_warmup():
+    lrs = _lrs(TrainConfig(steps=100, warmup=20, lr=1e-3, schedule="onecycle"), 100)
+    # OneCycleLR ends its warm-up phase at step pct_start * total - 1
+    assert max(range(100), key=lrs.__getitem__) == 19
+    assert lrs[19] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-3 / 25)
+    assert lrs[-1] < 1e-5
+
+
+def test_rsqrt_and_cosine_match_lra_definitions():
+    lrs = _lrs(TrainConfig(steps=100, warmup=10, lr=0.05, schedule="rsqrt"), 50)
+    for step in (0, 5, 9, 10, 40):
+        s = step + 1
+        assert lrs[step] == pytest.approx(0.05 * min(1, s / 10) / math.sqrt(max(s, 10)))
+    lrs = _lrs(TrainConfig(steps=100, warmup=10, lr=1e-3, schedule="cosine"), 100)
+    assert lrs[49] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 50 / 100)))
+
+
+def test_protocol_resolution_and_overrides():
+    cfg = protocols.resolve("text", "skyformer", "softmax")
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.warmup, cfg.data["seq_len"]) == (32, 1e-4, 80, 4000)
+    cfg = protocols.resolve("image", "skyformer", "softmax", overrides={"train.lr": "3e-4", "model.layers": "4"})
+    assert cfg.train.lr == 3e-4 and cfg.model.layers == 4 and cfg.train.eval_every == 50
+    with pytest.raises(ConfigError, match="must be int"):
+        protocols.resolve("image", "skyformer", "softmax", overrides={"model.layers": "2.5"})
+
+
+def test_config_hash_depends_on_what_is_computed():
+    a = protocols.resolve("listops", "quick", "softmax")
+    b = protocols.resolve("listops", "quick", "softmax", seed=1)
+    c = protocols.resolve("listops", "quick", "softmax")
+    assert a.hash() == c.hash() != b.hash()
