@@ -105,17 +105,75 @@ def run(task: str, attention: str, protocol: str, seed: int, sets: tuple[str, ..
 @click.option("--runs", "runs_dir", default=DEFAULT_RUNS, show_default=True, type=click.Path(file_okay=False),
               help="Folder of run records.")
 @click.option("--protocol", default=None, help="Only runs of this protocol.")
-def table(runs_dir: str, protocol: str | None) -> None:
-    """Print the accuracy table of the run records: variants x tasks, plus the average."""
-    from lra.records import load_runs
-    from results.table import accuracy_table, records_frame, to_markdown
+@click.option("--task", "tasks", multiple=True,
+              help="Only these tasks (repeatable or comma-separated): listops, text, retrieval, image, pathfinder.")
+@click.option("--variant", "variants", multiple=True,
+              help="Only these variants (repeatable or comma-separated); a bare name such as 'polarity' "
+                   "selects all its hyperparameter settings.")
+@click.option("--order", type=click.Choice(["lra", "polaformer"]), default="lra", show_default=True,
+              help="Task columns as the LRA paper (listops, text, retrieval, image, pathfinder) or the "
+                   "PolaFormer README (text, listops, retrieval, pathfinder, image).")
+@click.option("--compare", type=click.Choice(["polaformer", "lra", "skyformer", "nystromformer"]), default=None,
+              help="Add that published table's rows and a column per task: ours minus published.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
+              show_default=True)
+@click.option("--times", is_flag=True, help="Add the mean wall time per run and the summed compute time per row.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also write the table to this file.")
+def table(runs_dir, protocol, tasks, variants, order, compare, fmt, times, out) -> None:
+    """Print the accuracy table of the run records: variants x tasks, mean ± std over seeds, the average."""
+    from lra.records import load_runs, write_text_atomic
+    from results.table import render_table
 
-    frame = records_frame(load_runs(Path(runs_dir)))
-    if protocol:
-        frame = frame[frame.protocol == protocol]
-    if frame.empty:
-        raise click.ClickException(f"no finished runs under {runs_dir}")
-    click.echo(to_markdown(accuracy_table(frame)))
+    try:
+        text = render_table(load_runs(Path(runs_dir)), order=order, compare=compare, fmt=fmt,
+                            tasks=[t for item in tasks for t in item.split(",") if t] or None,
+                            variants=_split_specs(",".join(variants)) or None, protocol=protocol, times=times)
+    except ValueError as e:
+        raise click.ClickException(f"{e} (runs: {runs_dir})") from None
+    click.echo(text)
+    if out:
+        write_text_atomic(Path(out), text + "\n")
+        click.echo(f"wrote {out}", err=True)
+
+
+# = results.plots.FIGURES, kept literal so `lra --help` does not import matplotlib
+PLOT_FIGURES = ("accuracy", "bubble", "speed", "curves", "alpha", "attention_maps")
+
+
+@lra.command()
+@click.option("--runs", "runs_dir", default=DEFAULT_RUNS, show_default=True, type=click.Path(file_okay=False),
+              help="Folder of run records.")
+@click.option("--out", "out_dir", default="figures", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the figures (<name>.png and <name>.pdf).")
+@click.option("--bench", "bench_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Speed rows from `lra bench speed --out FILE` (repeatable); the bubble and speed figures need them.")
+@click.option("--only", multiple=True, type=click.Choice(PLOT_FIGURES),
+              help="Make only this figure (repeatable); default: every figure there is data for.")
+@click.option("--protocol", default=None, help="Only runs of this protocol (default: the protocol with most runs).")
+@click.option("--published", default="auto", show_default=True,
+              help="Published markers: auto (the table of the runs' protocol), a source "
+                   "(polaformer, skyformer, lra, nystromformer) or none.")
+@click.option("--task", default=None, help="Task of the attention-map input (default: listops, else image).")
+def plot(runs_dir: str, out_dir: str, bench_files: tuple[str, ...], only: tuple[str, ...], protocol: str | None,
+         published: str, task: str | None) -> None:
+    """Figures from the run records and speed rows, as PNG and PDF: accuracy per task, the
+    LRA bubble chart, speed/memory against length, validation curves, accuracy against
+    alpha, and attention maps with their row entropy.
+
+    \b
+    lra plot --runs runs --out figures --bench results/bench/speed.json
+    lra plot --only attention_maps --task image
+    """
+    from results.plots import plot_all
+
+    made = plot_all(Path(runs_dir), Path(out_dir), [Path(b) for b in bench_files] or None,
+                    only=list(only) or None, protocol=protocol,
+                    published=None if published.lower() == "none" else published, task=task,
+                    note=lambda msg: click.echo(msg, err=True))
+    for path in made:
+        click.echo(f"wrote {path}")
+    if not made:
+        raise click.ClickException("no figure made (see the notes above)")
 
 
 @lra.group()

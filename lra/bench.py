@@ -57,8 +57,12 @@ def _peak(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+def _failure(e: Exception) -> str:
+    """'oom' for out-of-memory, else 'error: <first line>' (recorded, so one broken variant
+    does not end a benchmark of many)."""
+    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
+        return "oom"
+    return f"error: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
 
 def speed(variants: list[str], lengths: list[int], batch_size: int = 32, protocol: str = "skyformer",
@@ -93,10 +97,8 @@ def speed(variants: list[str], lengths: list[int], batch_size: int = 32, protoco
                 ms = time_fn(step, device, warmup, repeat)
                 row.update(status="ok", ms_per_step=statistics.median(ms), steps_per_s=1e3 / statistics.median(ms),
                            peak_memory_bytes=_peak(device))
-            except (RuntimeError, torch.OutOfMemoryError) as e:
-                if not _is_oom(e):
-                    raise
-                row.update(status="oom", ms_per_step=None, steps_per_s=None, peak_memory_bytes=None)
+            except Exception as e:  # noqa: BLE001  (recorded in the row)
+                row.update(status=_failure(e), ms_per_step=None, steps_per_s=None, peak_memory_bytes=None)
             finally:
                 del model, opt
                 _peak_reset(device)
@@ -143,10 +145,8 @@ def layers(variants: list[str], lengths: list[int], batch_size: int = 8, dim: in
 
                 ms = time_fn(fwd_bwd, device, warmup, repeat)
                 row.update(status="ok", fwd_bwd_ms=statistics.median(ms), peak_memory_bytes=_peak(device))
-            except (RuntimeError, torch.OutOfMemoryError) as e:
-                if not _is_oom(e):
-                    raise
-                row.update(status="oom", fwd_bwd_ms=None, peak_memory_bytes=None)
+            except Exception as e:  # noqa: BLE001  (recorded in the row)
+                row.update(status=_failure(e), fwd_bwd_ms=None, peak_memory_bytes=None)
             finally:
                 del layer
                 _peak_reset(device)

@@ -36,7 +36,6 @@ DEFAULT_SHAPES: list[tuple[int, int, int, int]] = [(8, 16, 4096, 64), (32, 2, 40
 # linear kernels' cost should too while softmax attention grows as L^2.
 DEFAULT_LENGTHS: list[int] = [1024, 2048, 4096, 8192, 16384, 32768, 65536]
 SWEEP_BHD: tuple[int, int, int] = (2, 16, 64)
-IMPLS = ("triton", "reference", "sdpa_flash")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -121,6 +120,89 @@ def _measure(fn: Callable, shape: tuple[int, int, int, int], dtype: torch.dtype)
     fwd_bwd_mem = _extra_peak_mb(fwd_bwd)
     fwd_bwd_ms = _median_ms(fwd_bwd)
     return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "fwd_mem_mb": fwd_mem, "fwd_bwd_mem_mb": fwd_bwd_mem}
+
+
+def host_overhead_us(n: int = 200) -> dict[str, float | str]:
+    """Host (Python + launch) time per Triton call on a tiny shape, microseconds.
+
+    Also times the launchers without autograd, the same calls on the device (``gpu_*``),
+    the autograd path with the engine's device threads off, and returns the top of a
+    cProfile of that path (``profile``).
+    """
+    _require_cuda()
+    import cProfile
+    import io
+    import pstats
+
+    from attention_zoo.kernels.polarity import triton as fused
+
+    q, k, v, power, do = _inputs((1, 1, 64, 64), torch.bfloat16)
+    p = power.contiguous()
+    leaves = [t.requires_grad_() for t in (q, k, v, power)]
+    saved = fused._forward(q, k, v, p, None, None, 1e-6)
+    fwd_bwd = lambda: torch.autograd.grad(fused.polarity_attention(*leaves), leaves, do)  # noqa: E731
+    cases = {
+        "fwd": lambda: fused.polarity_attention(q, k, v, power),
+        "fwd_bwd": fwd_bwd,
+        "launch_forward": lambda: fused._forward(q, k, v, p, None, None, 1e-6),
+        "launch_backward": lambda: fused._backward(do, q, k, v, p, *saved, None, None, 1e-6),
+    }
+
+    def per_call(fn) -> float:
+        for _ in range(10):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = (time.perf_counter() - t0) / n * 1e6
+        torch.cuda.synchronize()
+        return dt
+
+    out: dict[str, float | str] = {name: per_call(fn) for name, fn in cases.items()}
+    # Device time of the same calls (CUDA events): if it matches the host time, the
+    # tiny kernels, not Python, set the pace.
+    out |= {f"gpu_{name}": _median_ms(fn) * 1e3 for name, fn in cases.items()}
+    torch.autograd.set_multithreading_enabled(False)
+    try:
+        out["fwd_bwd_one_thread"] = per_call(fwd_bwd)
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(50):
+            fwd_bwd()
+        prof.disable()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
+        out["profile"] = text.getvalue()[-4000:]
+    finally:
+        torch.autograd.set_multithreading_enabled(True)
+    torch.cuda.synchronize()
+    return out
+
+
+def kernel_breakdown(shape: tuple[int, int, int, int] = DEFAULT_SHAPES[0], dtype: str = "bf16",
+                     iters: int = 5) -> list[dict]:
+    """GPU time per kernel of one Triton fwd+bwd (torch.profiler), mean over ``iters`` runs."""
+    _require_cuda()
+    from torch.profiler import ProfilerActivity, profile
+
+    from attention_zoo.kernels.polarity import triton as fused
+
+    q, k, v, power, do = _inputs(shape, DTYPES[dtype])
+    leaves = [t.requires_grad_() for t in (q, k, v, power)]
+    step = lambda: torch.autograd.grad(fused.polarity_attention(*leaves), leaves, do)  # noqa: E731
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step()
+        torch.cuda.synchronize()
+    rows = []
+    for evt in prof.key_averages():
+        total = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
+        if total:
+            rows.append({"kernel": evt.key[:80], "calls": evt.count // iters, "us_per_step": total / iters})
+    return sorted(rows, key=lambda r: -r["us_per_step"])
 
 
 def _environment() -> dict:
@@ -215,7 +297,12 @@ def run(
             rows.append(row)
             progress(_row_line(row))
     if out_json:
-        _write_json_atomic(out_json, {"environment": env | {"copy_gbps": copy_gbps}, "rows": rows})
+        from attention_zoo.kernels.polarity import triton as fused
+
+        by_d = {f"{name}@{d}": cfg for (name, d), cfg in fused._CONFIGS_BY_D.items()}
+        config = {"configs": fused._CONFIGS, "configs_by_d": by_d, "waves": fused._WAVES}
+        _write_json_atomic(out_json, {"environment": env | {"copy_gbps": copy_gbps}, "triton_config": config,
+                                      "rows": rows})
     return rows
 
 
@@ -259,9 +346,10 @@ def _record(entry: dict, results: list[dict], progress: Callable[[str], object],
 
 SWEEP_CANDIDATES: list[tuple[int, int, int, int | None]] = [
     # (rows per tile, warps, stages, maxnreg)
-    (32, 4, 2, None), (64, 4, 2, None), (64, 8, 2, None), (64, 8, 3, None),
-    (128, 8, 2, None), (64, 4, 2, 128), (32, 4, 2, 128),
+    (64, 4, 2, None), (64, 8, 2, None), (64, 4, 3, None), (64, 8, 3, None), (128, 8, 2, None), (32, 4, 2, None),
 ]
+# Kernel config name -> the launcher that times it.
+_SWEEP_KERNELS = {"state": "fwd", "out": "fwd", "bwd_dq": "bwd", "bwd_dstate": "bwd", "bwd_k": "bwd"}
 
 
 def sweep_configs(
@@ -275,12 +363,14 @@ def sweep_configs(
     """Time the Triton kernels' launch settings one kernel at a time (for tuning ``_CONFIGS``).
 
     For each shape and each candidate of ``SWEEP_CANDIDATES`` for one kernel, the forward
-    launcher (state / out kernels) or the backward launcher (bwd_q / bwd_k) is timed with
-    the others at their current settings; then whole fwd+bwd for a few ``_WAVES``.
+    launcher (state / out kernels) or the backward launcher (q side dq / state gradients,
+    k side) is timed with the others at their base settings; then whole fwd+bwd for a
+    few ``_WAVES``.
     ``_CONFIGS`` is restored afterwards. Each result is appended to ``jsonl`` as it comes,
     so a cut-off sweep keeps its part. ``part=(i, n)`` runs every n-th job from i and
     ``timing=False`` only compiles and runs once: n such processes in parallel fill
-    Triton's on-disk cache before one timed sweep.
+    Triton's on-disk cache before one timed sweep. Timings only: a setting goes into
+    ``_CONFIGS`` after the GPU tests pass with it (one fast setting computed wrong results).
     """
     _require_cuda()
     import triton.testing
@@ -290,19 +380,21 @@ def sweep_configs(
     torch_dtype = DTYPES[dtype]
     saved = {k: dict(v) for k, v in fused._CONFIGS.items()}
     saved_waves = fused._WAVES
+    saved_by_d = dict(fused._CONFIGS_BY_D)
+    fused._CONFIGS_BY_D.clear()  # candidates replace the base settings for every head dim
     results: list[dict] = []
     job = -1
     try:
         for shape in shapes or DEFAULT_SHAPES[:2]:
             q, k, v, power, do = _inputs(shape, torch_dtype)
             p = power.contiguous()
-            o, state = fused._forward(q, k, v, p, None, None, 1e-6)
+            saved_fwd = fused._forward(q, k, v, p, None, None, 1e-6)  # (o, state, norm)
             fwd = lambda: fused._forward(q, k, v, p, None, None, 1e-6)  # noqa: E731
-            bwd = lambda: fused._backward(do, q, k, v, p, o, state, None, None, 1e-6)  # noqa: E731
+            bwd = lambda: fused._backward(do, q, k, v, p, *saved_fwd, None, None, 1e-6)  # noqa: E731
             both = lambda: fused._backward(do, q, k, v, p, *fwd(), None, None, 1e-6)  # noqa: E731
-            jobs = [(kernel, fn, c) for kernel, fn in (("state", fwd), ("out", fwd), ("bwd_q", bwd), ("bwd_k", bwd))
-                    for c in SWEEP_CANDIDATES]
-            jobs += [("all", both, waves) for waves in (1, 2, 4, 8)]
+            jobs = [(kernel, fwd if which == "fwd" else bwd, c)
+                    for kernel, which in _SWEEP_KERNELS.items() for c in SWEEP_CANDIDATES]
+            jobs += [("all", both, waves) for waves in (2, 4, 8)]
             for kernel, fn, cand in jobs:
                 job += 1
                 if job % part[1] != part[0]:
@@ -331,6 +423,7 @@ def sweep_configs(
         fused._CONFIGS.clear()
         fused._CONFIGS.update(saved)
         fused._WAVES = saved_waves
+        fused._CONFIGS_BY_D.update(saved_by_d)
     return results
 
 
@@ -342,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", default=None, help="comma-separated lengths for the sweep ('' for none)")
     parser.add_argument("--no-tests", action="store_true", help="skip the GPU correctness tests")
     parser.add_argument("--sweep", action="store_true", help="also time the kernels' launch settings")
+    parser.add_argument("--profile", action="store_true", help="host overhead and per-kernel GPU time")
     parser.add_argument("--sweep-warm", default=None, metavar="I/N",
                         help="only compile part I of N of the sweep's configs (run N at once, then --sweep)")
     args = parser.parse_args(argv)
@@ -369,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(rows)
     (out / "bench_kernels.md").write_text(table + "\n")
     print(table)
+    if args.profile:
+        prof = {"host_us": host_overhead_us(),
+                "kernels": {"x".join(map(str, sh)): kernel_breakdown(sh, args.dtype) for sh in DEFAULT_SHAPES}}
+        _write_json_atomic(out / "profile.json", prof)
+        print(prof["host_us"].pop("profile"))
+        print(json.dumps(prof, indent=1))
     if args.sweep:
         sweep_configs(dtype=args.dtype, jsonl=out / "sweep.jsonl")
     return 1 if tests_rc else 0

@@ -15,6 +15,8 @@ from torch import Tensor
 def _to_tensor(a: np.ndarray) -> Tensor:
     if a.dtype == np.uint16:  # torch's uint16 support is thin; int32 holds every id
         a = a.astype(np.int32)
+    if not a.flags.writeable:  # a memory map: torch wants memory it may write
+        a = np.array(a)
     return torch.from_numpy(np.ascontiguousarray(a))
 
 

@@ -19,19 +19,27 @@ from typing import Any
 RESULT, CONFIG, METRICS = "result.json", "config.json", "metrics.jsonl"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def _write_atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    _write_atomic(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _write_atomic(path, lambda f: f.write(text))
 
 
 def append_jsonl(path: Path, obj: Any) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -234,6 +233,8 @@ def generate(
 
     def take(chunk: list[tuple[str, int]]) -> None:
         nonlocal stalled
+        if len(rows) == n:  # the rest of a round once full
+            return
         before = len(rows)
         for text, label in chunk:
             if len(rows) == n:
@@ -262,9 +263,10 @@ def generate(
             take(sample_chunk(seed, next(chunks), *params))
         return rows
     with multiprocessing.get_context().Pool(workers) as pool:
-        pending: deque = deque()
         while len(rows) < n:
-            while len(pending) < 2 * workers:  # keep every worker busy, consume in order
-                pending.append(pool.apply_async(sample_chunk, (seed, next(chunks), *params)))
-            take(pending.popleft().get())
+            # Rounds of 2 chunks per worker, each fully collected: leaving the pool with tasks
+            # still in flight can deadlock Pool.terminate() on large pending results.
+            batch = [(seed, next(chunks), *params) for _ in range(2 * workers)]
+            for chunk in pool.starmap(sample_chunk, batch):
+                take(chunk)
     return rows

@@ -73,7 +73,7 @@ def test_tiny_run_then_table(tmp_path):
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
     assert lines[0].startswith("| variant | listops |") and "avg" in lines[0]
-    body = {l.split("|")[1].strip(): l for l in lines[2:]}
+    body = {l.split("|")[1].strip(): l for l in lines[2:] if l.startswith("|")}
     assert set(body) == {"softmax", "polarity:alpha=5"}
 
 

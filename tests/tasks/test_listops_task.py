@@ -110,3 +110,22 @@ def test_impossible_parameters(tmp_path):
         prepare("listops", {"seq_len": 100, "max_length": 500}, root=tmp_path)
     with pytest.raises(DataError, match="unknown data parameter 'length'"):
         prepare("listops", {"length": 100}, root=tmp_path)
+
+
+def test_fast_encode_equals_the_tokenizer():
+    from tasks import listops_gen
+    from tasks.listops import fast_encode, make_tokenizer, pad_rows
+
+    rows = [s for s, _ in listops_gen.generate(300, 5, min_length=3, max_length=300, workers=1)]
+    odd = ["( [MAX  2\t9 ) ]", "[SM 1 ]", "", "( ( ( [MIN 0 ) 0 ) ] )  "]
+    bad = ["[MAX 10 ]", "[MINX 1 ]", "[MI 1 ]", "[MAX2 ]", "[max 1 ]", "X] 1", "[SMM 1 ]", "( [MED 3 ) é ]"]
+    sources = rows + odd + bad
+    ids, ok = fast_encode(sources, 300)
+    tok = make_tokenizer()
+    ref = pad_rows([e.ids for e in tok.encode_batch(sources)], 300, ids.dtype)
+    unk = TOKENS.index("[UNK]")
+    has_unk = (ref == unk).any(1)
+    assert has_unk[-len(bad):].all() and not has_unk[: -len(bad)].any()
+    assert (ok == ~has_unk).all()  # exactly the rows with an unknown token leave the fast path
+    assert (ids[ok] == ref[ok]).all()
+    assert (encode(rows + odd, 300) == ref[: -len(bad)]).all()

@@ -173,7 +173,8 @@ def test_paddles_and_markers_are_drawn_as_with_pillow(size):
 def test_images_are_the_maximum_of_their_layers(layered):
     for image, label, ends, parts in layered:
         assert image.dtype == np.uint8 and image.shape == (32, 32) and label in (0, 1)
-        rebuilt = np.maximum.reduce([parts["contours"][0], parts["contours"][1], parts["distractors"], parts["markers"]])
+        layers = [parts["contours"][0], parts["contours"][1], parts["distractors"], parts["markers"]]
+        rebuilt = np.maximum.reduce(layers)
         np.testing.assert_array_equal(image, rebuilt)
         assert image.max() == 255  # scipy.misc.imsave's bytescale: the brightest pixel is 255
         for tip in map(tuple, ends):  # a bright circle on each marked paddle end

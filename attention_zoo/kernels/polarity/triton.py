@@ -14,14 +14,21 @@ with Qp = phi(q_i), Qn = phi(-q_i) and h = D/2:
     o_i[h:] = (Qn A[:, h:] + Qp B[:, h:]) / (Qn.zp + Qp.zn + n eps)      (x_opp)
 
 Gathering columns into Mp = [A[:, :h] | B[:, h:]] and Mn = [B[:, :h] | A[:, h:]] gives
-one full-width product per polarity, N = Qp Mp + Qn Mn, so a D/2 = 8 half never has
-to be a dot dimension. Kernels (all grids are (chunk of L, batch*head, column block)):
+one full-width product per polarity, N = Qp Mp + Qn Mn, and likewise the normaliser of
+every output column, den = Qp z1 + Qn z2 with z1[:, c] = zp (c < h) or zn (c >= h) and
+z2 the other way. Numerator, normaliser and their gradients are all tensor-core
+products with the same row layout, so the loops need no cross-thread reductions, and a
+D/2 = 8 half is never a dot dimension. Kernels (grids: (chunk of L, batch*head[, column
+block])):
 
-- ``_fwd_state_kernel``: streams k, v once; phi(+-k) in registers; A, B, zp, zn in
-  float32, written straight into the (Mp, Mn, zp, zn) layout (atomics when L is split).
-- ``_fwd_out_kernel``: phi(+-q) in registers, o = (Qp Mp + Qn Mn) / den.
-- ``_bwd_q_kernel``: recomputes phi(+-q); dq, the q-side dpower, and the state
-  gradients dA, dB, dzp, dzn (atomics when L is split).
+- ``_fwd_state_kernel``: streams k, v once; phi(+-k) in registers; A, B and (as products
+  with a ones column) zp, zn in float32, written straight into the (Mp, Mn, zp, zn)
+  layout (atomics when L is split over programs).
+- ``_fwd_out_kernel``: phi(+-q) in registers, o = (Qp Mp + Qn Mn) / (Qp z1 + Qn z2 + n eps).
+- ``_bwd_q_kernel``: recomputes phi(+-q) and the normalisers; one launch writes dq and
+  the q-side dpower, a second accumulates the state gradients dA, dB, dzp, dzn
+  (atomics when L is split). ``_bwd_q_blocked_kernel`` does both for
+  D = 128 in two column blocks, keeping its float32 accumulators within registers.
 - ``_bwd_k_kernel``: recomputes phi(+-k); dk, dv and the k-side dpower.
 
 Feature maps never reach memory. The float32 state (2 D^2 + 2 D per head) and o are
@@ -32,6 +39,7 @@ range could not hold relu(x)^p).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -86,8 +94,12 @@ def _fwd_state_kernel(
 
     acc_a = tl.zeros((DP, BN), tl.float32)  # sum_j phi(k_j)^T v_j[cols]
     acc_b = tl.zeros((DP, BN), tl.float32)  # sum_j phi(-k_j)^T v_j[cols]
-    z_p = tl.zeros((DP,), tl.float32)
-    z_n = tl.zeros((DP,), tl.float32)
+    # Key sums ride on the tensor cores as phi^T @ e_0 (a ones column), which keeps the
+    # loop free of cross-thread reductions; column 0 of these accumulators is z.
+    e0 = tl.where(tl.arange(0, 16)[None, :] == 0, 1.0, 0.0) + tl.zeros((BL, 16), tl.float32)
+    e0 = e0.to(OP)  # (BL, 16)
+    acc_zp = tl.zeros((DP, 16), tl.float32)
+    acc_zn = tl.zeros((DP, 16), tl.float32)
     t0 = pid_c * tiles_per_chunk
     t1 = tl.minimum(t0 + tiles_per_chunk, tl.cdiv(L, BL))
     for t in range(t0, t1):
@@ -101,12 +113,14 @@ def _fwd_state_kernel(
         if HAS_MASK:
             m = tl.load(MASK + b * L + offs_l, mask=lmask, other=0).to(tl.float32)
             e = e * m[:, None]
-        kp = tl.where(k > 0.0, e, 0.0)
-        kn = tl.where(k < 0.0, e, 0.0)
-        acc_a = tl.dot(tl.trans(kp.to(OP)), v.to(OP), acc_a, input_precision=PREC)
-        acc_b = tl.dot(tl.trans(kn.to(OP)), v.to(OP), acc_b, input_precision=PREC)
-        z_p += tl.sum(kp, axis=0)
-        z_n += tl.sum(kn, axis=0)
+        kpt = tl.trans(tl.where(k > 0.0, e, 0.0).to(OP))  # (DP, BL)
+        knt = tl.trans(tl.where(k < 0.0, e, 0.0).to(OP))
+        acc_a = tl.dot(kpt, v.to(OP), acc_a, input_precision=PREC)
+        acc_b = tl.dot(knt, v.to(OP), acc_b, input_precision=PREC)
+        acc_zp = tl.dot(kpt, e0, acc_zp, input_precision=PREC)
+        acc_zn = tl.dot(knt, e0, acc_zn, input_precision=PREC)
+    z_p = tl.sum(acc_zp, axis=1)
+    z_n = tl.sum(acc_zn, axis=1)
 
     st = ST + pid_bh.to(tl.int64) * (2 * D * D + 2 * D)
     first = offs_n[None, :] < HALF
@@ -159,6 +173,10 @@ def _fwd_out_kernel(
     else:
         neps = neps_scalar
     first = offs_n[None, :] < HALF
+    # Normalisers as products too: den[:, c] = Qp @ z1[:, c] + Qn @ z2[:, c] is d1 on the
+    # x_sim columns and d2 on the x_opp columns, in the same layout as the numerator.
+    z1 = tl.where(first, zp[:, None], zn[:, None]).to(OP)  # (DP, BN)
+    z2 = tl.where(first, zn[:, None], zp[:, None]).to(OP)
     q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
     o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
 
@@ -170,19 +188,140 @@ def _fwd_out_kernel(
         q = tl.load(q_base + offs_l[:, None] * stride_ql + offs_d[None, :],
                     mask=lmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)  # (BM, DP)
         e, _ = _abs_pow(q, p)
-        qp = tl.where(q > 0.0, e, 0.0)
-        qn = tl.where(q < 0.0, e, 0.0)
-        d1 = tl.sum(qp * zp[None, :] + qn * zn[None, :], axis=1) + neps  # (BM,) x_sim
-        d2 = tl.sum(qn * zp[None, :] + qp * zn[None, :], axis=1) + neps  # (BM,) x_opp
-        num = tl.dot(qp.to(OP), mp, input_precision=PREC)
-        num = tl.dot(qn.to(OP), mn, num, input_precision=PREC)  # (BM, BN)
-        o = num * tl.where(first, (1.0 / d1)[:, None], (1.0 / d2)[:, None])
+        qp = tl.where(q > 0.0, e, 0.0).to(OP)
+        qn = tl.where(q < 0.0, e, 0.0).to(OP)
+        num = tl.dot(qp, mp, input_precision=PREC)
+        num = tl.dot(qn, mn, num, input_precision=PREC)  # (BM, BN)
+        den = tl.dot(qp, z1, input_precision=PREC)
+        den = tl.dot(qn, z2, den, input_precision=PREC)
+        o = num / (den + neps)
         tl.store(o_base + offs_l[:, None] * stride_ol + offs_n[None, :], o.to(O.dtype.element_ty),
                  mask=lmask[:, None] & nmask[None, :])
 
 
 @triton.jit
 def _bwd_q_kernel(
+    Q, DO, O, P, ST, NEPS, DQ, DST, DPQ,
+    stride_qb, stride_qh, stride_ql,
+    stride_dob, stride_doh, stride_dol,
+    stride_ob, stride_oh, stride_ol,
+    stride_dqb, stride_dqh, stride_dql,
+    H, L, BH, tiles_per_chunk, neps_scalar,
+    D: tl.constexpr, DP: tl.constexpr, HALF: tl.constexpr, BM: tl.constexpr,
+    HAS_MASK: tl.constexpr, ATOMIC: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr,
+    DO_DQ: tl.constexpr, DO_DSTATE: tl.constexpr,
+):
+    """q side of the backward (D <= 64, one column block), all through tensor-core products.
+
+    With den[:, c] = Qp z1[:, c] + Qn z2[:, c] + n eps, g = do / den and go = g * o:
+        dQp = g Mp^T - go z1^T,   dQn = g Mn^T - go z2^T        (the z terms: d den)
+        dMp = Qp^T g,   dMn = Qn^T g
+        dd = -go @ hsel  (per-row half sums: column 0 = x_sim, 1 = x_opp)
+        dzp = Qp^T dd[:, 0] + Qn^T dd[:, 1],   dzn = Qn^T dd[:, 0] + Qp^T dd[:, 1]
+    DO_DQ writes dq and the q-side dpower; DO_DSTATE accumulates (dA, dB, dzp, dzn). They
+    run as two launches (each reads q, do, o) to keep each program's registers in check.
+    """
+    pid_c = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_d = tl.arange(0, DP)
+    offs_16 = tl.arange(0, 16)
+    dmask = offs_d < D
+    p = tl.load(P + h * D + offs_d, mask=dmask, other=1.0)
+    st = ST + pid_bh.to(tl.int64) * (2 * D * D + 2 * D)
+    cell = offs_d[:, None] * D + offs_d[None, :]
+    smask = dmask[:, None] & dmask[None, :]
+    zp = tl.load(st + 2 * D * D + offs_d, mask=dmask, other=0.0)
+    zn = tl.load(st + 2 * D * D + D + offs_d, mask=dmask, other=0.0)
+    first = offs_d[None, :] < HALF
+    # z1[j, c] = zp[j] on x_sim columns, zn[j] on x_opp columns; z2 the other way.
+    z1 = tl.where(first, zp[:, None], zn[:, None]).to(OP)  # (DP, DP)
+    z2 = tl.where(first, zn[:, None], zp[:, None]).to(OP)
+    if DO_DQ:
+        mp_t = tl.trans(tl.load(st + cell, mask=smask, other=0.0).to(OP))  # (DP, DP) Mp^T
+        mn_t = tl.trans(tl.load(st + D * D + cell, mask=smask, other=0.0).to(OP))
+        z1_t = tl.trans(z1)
+        z2_t = tl.trans(z2)
+    hsel = tl.where(offs_d[:, None] < HALF, offs_16[None, :] == 0, offs_16[None, :] == 1).to(OP)  # (DP, 16)
+    if HAS_MASK:
+        neps = tl.load(NEPS + b)
+    else:
+        neps = neps_scalar
+    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    do_base = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+    o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    dq_base = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
+
+    acc_mp = tl.zeros((DP, DP), tl.float32)  # dMp = sum_i Qp_i^T g_i
+    acc_mn = tl.zeros((DP, DP), tl.float32)
+    acc_zp = tl.zeros((DP, 16), tl.float32)  # Qp^T dd
+    acc_zn = tl.zeros((DP, 16), tl.float32)  # Qn^T dd
+    acc_p = tl.zeros((DP,), tl.float32)  # sum_i G_i log2|q_i|
+    t0 = pid_c * tiles_per_chunk
+    t1 = tl.minimum(t0 + tiles_per_chunk, tl.cdiv(L, BM))
+    for t in range(t0, t1):
+        offs_l = t * BM + tl.arange(0, BM)
+        lmask = offs_l < L
+        fmask = lmask[:, None] & dmask[None, :]
+        q = tl.load(q_base + offs_l[:, None] * stride_ql + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
+        e, lg = _abs_pow(q, p)
+        qp = tl.where(q > 0.0, e, 0.0).to(OP)
+        qn = tl.where(q < 0.0, e, 0.0).to(OP)
+        den = tl.dot(qp, z1, input_precision=PREC)
+        den = tl.dot(qn, z2, den, input_precision=PREC) + neps  # (BM, DP)
+        den = tl.where(lmask[:, None], den, 1.0)  # rows past L: keep 0/0 out of the products
+        do = tl.load(do_base + offs_l[:, None] * stride_dol + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
+        o = tl.load(o_base + offs_l[:, None] * stride_ol + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
+        g = do / den  # dL/dN
+        g_op = g.to(OP)
+        ngo = (-g * o).to(OP)  # dL/d den
+        if DO_DQ:
+            dqp = tl.dot(g_op, mp_t, input_precision=PREC)
+            dqp = tl.dot(ngo, z1_t, dqp, input_precision=PREC)  # dL/dQp (BM, DP)
+            dqn = tl.dot(g_op, mn_t, input_precision=PREC)
+            dqn = tl.dot(ngo, z2_t, dqn, input_precision=PREC)
+            # G = dL/dphi * phi on the active polarity; dq = sign(q) G p / |q|, dp = G ln|q|
+            # (1 / |q| as exp2(-log2|q|); G = 0 where q = 0).
+            gg = tl.where(q > 0.0, dqp, tl.where(q < 0.0, dqn, 0.0)) * e
+            dq = tl.where(q > 0.0, gg, -gg) * p[None, :] * tl.exp2(-lg)
+            tl.store(dq_base + offs_l[:, None] * stride_dql + offs_d[None, :], dq.to(DQ.dtype.element_ty),
+                     mask=fmask)
+            acc_p += tl.sum(gg * lg, axis=0)
+        if DO_DSTATE:
+            qp_t = tl.trans(qp)
+            qn_t = tl.trans(qn)
+            acc_mp = tl.dot(qp_t, g_op, acc_mp, input_precision=PREC)
+            acc_mn = tl.dot(qn_t, g_op, acc_mn, input_precision=PREC)
+            dd = tl.dot(ngo, hsel, input_precision=PREC).to(OP)  # (BM, 16)
+            acc_zp = tl.dot(qp_t, dd, acc_zp, input_precision=PREC)
+            acc_zn = tl.dot(qn_t, dd, acc_zn, input_precision=PREC)
+
+    if DO_DQ:
+        tl.store(DPQ + (pid_c * BH + pid_bh).to(tl.int64) * D + offs_d, acc_p, mask=dmask)
+    if DO_DSTATE:
+        col0 = offs_16[None, :] == 0
+        col1 = offs_16[None, :] == 1
+        dzp = tl.sum(tl.where(col0, acc_zp, 0.0) + tl.where(col1, acc_zn, 0.0), axis=1)
+        dzn = tl.sum(tl.where(col0, acc_zn, 0.0) + tl.where(col1, acc_zp, 0.0), axis=1)
+        dst = DST + pid_bh.to(tl.int64) * (2 * D * D + 2 * D)
+        # dA = [dMp[:, :h] | dMn[:, h:]], dB = [dMn[:, :h] | dMp[:, h:]]; stored as (dA, dB, dzp, dzn).
+        mp_ptr = dst + cell + tl.where(first, 0, D * D)
+        mn_ptr = dst + cell + tl.where(first, D * D, 0)
+        if ATOMIC:
+            tl.atomic_add(mp_ptr, acc_mp, mask=smask, sem="relaxed")
+            tl.atomic_add(mn_ptr, acc_mn, mask=smask, sem="relaxed")
+            tl.atomic_add(dst + 2 * D * D + offs_d, dzp, mask=dmask, sem="relaxed")
+            tl.atomic_add(dst + 2 * D * D + D + offs_d, dzn, mask=dmask, sem="relaxed")
+        else:
+            tl.store(mp_ptr, acc_mp, mask=smask)
+            tl.store(mn_ptr, acc_mn, mask=smask)
+            tl.store(dst + 2 * D * D + offs_d, dzp, mask=dmask)
+            tl.store(dst + 2 * D * D + D + offs_d, dzn, mask=dmask)
+
+
+@triton.jit
+def _bwd_q_blocked_kernel(
     Q, DO, O, P, ST, NEPS, DQ, DST, DPQ,
     stride_qb, stride_qh, stride_ql,
     stride_dob, stride_doh, stride_dol,
@@ -384,21 +523,27 @@ def _bwd_k_kernel(
 
 
 # Launch parameters per kernel: rows per tile, warps, pipeline stages, optionally a
-# register cap (maxnreg). Tuned on one H100 (see docs/polarity_kernel_notes.md); the
-# interpreter ignores all but the tile rows.
-_CONFIGS: dict[str, dict[str, int]] = {
-    "state": {"BL": 64, "num_warps": 4, "num_stages": 3},
-    "out": {"BM": 64, "num_warps": 4, "num_stages": 3},
-    "bwd_q": {"BM": 64, "num_warps": 4, "num_stages": 2},
-    "bwd_k": {"BM": 64, "num_warps": 4, "num_stages": 3},
+# register cap (maxnreg); per head dim overrides in _CONFIGS_BY_D. Tuned on one H100
+# (see docs/polarity_kernel_notes.md); the interpreter ignores all but the tile rows.
+_CONFIGS: dict[str, dict[str, int | None]] = {
+    "state": {"BL": 64, "num_warps": 4, "num_stages": 2},
+    "out": {"BM": 64, "num_warps": 4, "num_stages": 2},
+    "bwd_dq": {"BM": 64, "num_warps": 4, "num_stages": 2},  # q side, D <= 64: dq
+    # 8 warps: at 4 warps Triton 3.6 miscompiled the D = 64 bfloat16 kernel on H100 (wrong
+    # key-sum gradients, later an illegal address); see docs/polarity_kernel_notes.md.
+    "bwd_dstate": {"BM": 64, "num_warps": 8, "num_stages": 2},  # q side, D <= 64: state gradients
+    "bwd_q": {"BM": 64, "num_warps": 8, "num_stages": 2},  # q side, D = 128 (blocked kernel)
+    "bwd_k": {"BM": 64, "num_warps": 8, "num_stages": 2},
 }
+_CONFIGS_BY_D: dict[tuple[str, int], dict[str, int | None]] = {}
 # Target number of programs per launch as a multiple of the SM count (L is split into
 # chunks until the grid reaches it).
 _WAVES = 4
 
 
-def _config(name: str, d: int, dtype: torch.dtype, device: torch.device) -> dict[str, int]:
+def _config(name: str, d: int, dtype: torch.dtype, device: torch.device) -> dict[str, int | None]:
     cfg = dict(_CONFIGS[name])
+    cfg.update(_CONFIGS_BY_D.get((name, d), {}))
     if device.type != "cuda":
         # The interpreter pays per program and per op, not per element: big tiles.
         for key in ("BL", "BM"):
@@ -422,10 +567,15 @@ def _launch_options(cfg: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in cfg.items() if k in ("num_warps", "num_stages", "maxnreg") and v is not None}
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def _chunks(n_tiles: int, programs_per_chunk: int, device: torch.device) -> tuple[int, int]:
     """Split n_tiles row tiles into chunks so the grid fills the machine: (n_chunks, tiles_per_chunk)."""
     if device.type == "cuda":
-        target = _WAVES * torch.cuda.get_device_properties(device).multi_processor_count
+        target = _WAVES * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
         n_chunks = max(1, min(n_tiles, -(-target // max(programs_per_chunk, 1))))
     else:
         n_chunks = min(n_tiles, 2)  # interpreter: few programs, yet the split-L (atomic) path runs
@@ -450,8 +600,8 @@ def _layout(d: int) -> tuple[int, int, int]:
     """(padded width DP, column block BN, number of blocks NB).
 
     D = 128 splits into its two halves so float32 state accumulators stay in registers;
-    other widths use one block covering all columns (each block then holds whole halves,
-    which the per-row normaliser gradients need).
+    D <= 64 uses one block covering all columns (padded to a power of two >= 16, the
+    extra columns masked).
     """
     dp = max(16, triton.next_power_of_2(d))
     bn = 64 if d == 128 else dp
@@ -506,24 +656,38 @@ def _backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, p: Tensor, o: Tensor,
     has_mask = mask_u8 is not None
     dummy = p
 
-    cq = _config("bwd_q", d, q.dtype, q.device)
-    n_c, per = _chunks(triton.cdiv(l, cq["BM"]), b * h * nb, q.device)
-    atomic = n_c > 1
-    alloc = torch.zeros if atomic else torch.empty
-    dstate = alloc((b * h, 2 * d * d + 2 * d), device=q.device, dtype=torch.float32)  # (dA, dB, dzp, dzn)
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    dpq = torch.empty((n_c, b * h, d), device=q.device, dtype=torch.float32)
-    _bwd_q_kernel[(n_c, b * h, nb)](
-        q, do, o, p, state, neps if has_mask else dummy, dq, dstate, dpq,
-        q.stride(0), q.stride(1), q.stride(2),
-        do.stride(0), do.stride(1), do.stride(2),
-        o.stride(0), o.stride(1), o.stride(2),
-        dq.stride(0), dq.stride(1), dq.stride(2),
-        h, l, b * h, per, float(l) * eps,
-        D=d, DP=dp_, HALF=d // 2, BN=bn, BM=cq["BM"],
-        HAS_MASK=has_mask, ATOMIC=atomic, OP=op, PREC=prec,
-        **_launch_options(cq),
-    )
+    plan = [("bwd_dq", True, False), ("bwd_dstate", False, True)] if nb == 1 else [("bwd_q", True, True)]
+    for name, do_dq, do_dstate in plan:
+        cq = _config(name, d, q.dtype, q.device)
+        n_c, per = _chunks(triton.cdiv(l, cq["BM"]), b * h * nb, q.device)
+        atomic = n_c > 1
+        if do_dstate:
+            alloc = torch.zeros if atomic else torch.empty
+            dstate = alloc((b * h, 2 * d * d + 2 * d), device=q.device, dtype=torch.float32)  # (dA, dB, dzp, dzn)
+        if do_dq:
+            dpq = torch.empty((n_c, b * h, d), device=q.device, dtype=torch.float32)
+        strides = (
+            q.stride(0), q.stride(1), q.stride(2),
+            do.stride(0), do.stride(1), do.stride(2),
+            o.stride(0), o.stride(1), o.stride(2),
+            dq.stride(0), dq.stride(1), dq.stride(2),
+        )
+        if nb == 1:
+            _bwd_q_kernel[(n_c, b * h)](
+                q, do, o, p, state, neps if has_mask else dummy, dq,
+                dstate if do_dstate else dummy, dpq if do_dq else dummy,
+                *strides, h, l, b * h, per, float(l) * eps,
+                D=d, DP=dp_, HALF=d // 2, BM=cq["BM"], HAS_MASK=has_mask, ATOMIC=atomic, OP=op, PREC=prec,
+                DO_DQ=do_dq, DO_DSTATE=do_dstate, **_launch_options(cq),
+            )
+        else:
+            _bwd_q_blocked_kernel[(n_c, b * h, nb)](
+                q, do, o, p, state, neps if has_mask else dummy, dq, dstate, dpq,
+                *strides, h, l, b * h, per, float(l) * eps,
+                D=d, DP=dp_, HALF=d // 2, BN=bn, BM=cq["BM"], HAS_MASK=has_mask, ATOMIC=atomic, OP=op,
+                PREC=prec, **_launch_options(cq),
+            )
 
     ck = _config("bwd_k", d, q.dtype, q.device)
     n_c, per = _chunks(triton.cdiv(l, ck["BM"]), b * h * nb, q.device)
@@ -584,7 +748,7 @@ def polarity_attention(
 
     Args:
         q, k, v: (B, H, L, D) CUDA tensors (CPU under ``TRITON_INTERPRET=1``), float32,
-            float16 or bfloat16, D even and <= 128. Any strides with a unit stride over D.
+            float16 or bfloat16; D even and <= 64, or 128. Any strides with a unit stride over D.
             k and v are cast to q's dtype if they differ. float64 runs the reference.
         power: per head and channel exponent, (H, D) or broadcastable to (1, H, 1, D);
             its gradient has power's own shape.
@@ -614,8 +778,8 @@ def polarity_attention(
         return _reference_attention(q, k, v, power, key_mask=key_mask, eps=eps)
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"q must be float32, float16 or bfloat16, got {q.dtype}")
-    if d > 128:
-        raise ValueError(f"head dim D must be <= 128 for the Triton kernels, got {d}; use the reference")
+    if d > 64 and d != 128:
+        raise ValueError(f"head dim D must be <= 64 or 128 for the Triton kernels, got {d}; use the reference")
     if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("the Triton polarity kernels need CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
     if k.device != q.device or v.device != q.device:
