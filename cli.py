@@ -20,7 +20,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lra.config import ConfigError
     from tasks.base import DataError, UnknownTaskError
 
-    return (ConfigError, DataError, UnknownTaskError, UnknownVariantError, HyperparameterError)
+    from lra.checkpoint import RunLocked
+
+    return (ConfigError, DataError, UnknownTaskError, UnknownVariantError, HyperparameterError, RunLocked)
 
 
 class LRAGroup(click.Group):
@@ -72,25 +74,25 @@ def lra() -> None:
 @click.option("--out", default=DEFAULT_RUNS, show_default=True, type=click.Path(file_okay=False),
               help="Folder for run records ($LRA_RUNS).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--devices", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Processes for this one run (DDP under torchrun): one per GPU, or gloo processes on CPU. "
+                   "train.batch_size stays the global batch.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from the checkpoint a killed or interrupted run left.")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep the final checkpoint (deleted when the run ends).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(task: str, attention: str, protocol: str, seed: int, sets: tuple[str, ...], source: str | None,
-        out: str, device: str, progress: bool) -> None:
+        out: str, device: str, devices: int, resume: bool, keep_checkpoints: bool, progress: bool) -> None:
     """Train TASK with one attention variant under a protocol; test the best-val weights once.
 
     Writes a run record (config.json, metrics.jsonl, result.json) under --out and prints
-    the validation and test accuracy.
+    the validation and test accuracy. A checkpoint is saved at every evaluation; running
+    the same command again after a kill or Ctrl-C resumes it.
     """
-    import attention_zoo
-    from lra import protocols
-    from lra.train import pick_device, train
-    from tasks import get_task
+    from lra.sweep import run_single
 
-    get_task(task)
-    name, hp = attention_zoo.parse_spec(attention)
-    attention_zoo.make_hparams(name, **hp)  # fail fast on unknown names / values
-    cfg = protocols.resolve(task, protocol, name, hp, seed, _parse_sets(sets), source)
-    attention_zoo.make_hparams(cfg.model.attention, **cfg.model.attention_hp)
-    result = train(cfg, Path(out), pick_device(device), progress=progress)
+    result = run_single(task, attention, protocol, seed, _parse_sets(sets), source, Path(out), device,
+                        progress=progress, resume=resume, keep_checkpoint=keep_checkpoints, devices=devices)
     if result["status"] != "finished":
         click.echo(f"error: run {result['status']} (record in {result['dir']})", err=True)
         sys.exit(1)
@@ -99,6 +101,55 @@ def run(task: str, attention: str, protocol: str, seed: int, sets: tuple[str, ..
         f"test acc {100 * result['test_acc']:.2f}%  (majority class {100 * result['test_majority_rate']:.2f}%)  "
         f"{result['wall_seconds']:.0f}s\nrecord: {result['dir']}"
     )
+
+
+# --- new command ---------------------------------------------------------------------
+@lra.command("sweep")
+@click.option("--tasks", "-t", default=None, help="Comma-separated tasks, e.g. listops,pathfinder.")
+@click.option("--attention", "-a", default=None,
+              help="Comma-separated variant specs (default softmax); 'polarity:alpha=3,backend=torch' stays one spec.")
+@click.option("--seeds", default=None, help="'0,1,2' or '0-4' (default 0).")
+@click.option("--protocol", "-p", default=None, help="Preset for every run (default skyformer).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override for every run. Repeatable.")
+@click.option("--source", "sources", multiple=True, metavar="TASK=PATH", help="Data source of one task. Repeatable.")
+@click.option("--grid", "grid_file", default=None, type=click.Path(dir_okay=False),
+              help="TOML grid file (tasks, attention, seeds, protocol, [set], [source]); options override it.")
+@click.option("--out", default=DEFAULT_RUNS, show_default=True, type=click.Path(file_okay=False),
+              help="Folder for run records ($LRA_RUNS).")
+@click.option("--shard", "shard_spec", default=None, metavar="I/N",
+              help="Run only shard I of N (0-based) of the grid, e.g. $SLURM_ARRAY_TASK_ID/4.")
+@click.option("--jobs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs at once on each GPU (on CPU: parallel processes).")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch threads per run (default: the cores shared among the concurrent runs).")
+@click.option("--device", default="auto", show_default=True, help="auto (every visible GPU, else CPU), cpu, cuda, cuda:1")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue partial runs from their checkpoints (--no-resume restarts them).")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep each run's final checkpoint.")
+@click.option("--retry-diverged", is_flag=True, help="Rerun runs recorded as diverged (skipped by default).")
+@click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def sweep_cmd(tasks, attention, seeds, protocol, sets, sources, grid_file, out, shard_spec, jobs_per_gpu, threads,
+              device, resume, keep_checkpoints, retry_diverged, dry_run, progress) -> None:
+    """Run a grid: tasks x attention variants x seeds under one protocol.
+
+    \b
+    lra sweep --tasks listops,pathfinder --attention softmax,linear,polarity:alpha=3 \\
+              --seeds 0,1,2 --protocol skyformer --jobs-per-gpu 2
+    lra sweep --grid grid.toml --shard 0/4
+
+    Shows the planned runs (done / to run / partial), skips finished ones, resumes partial
+    ones, records a failure or divergence and goes on; ends with the results table, the
+    figures and a summary (runs/hour) under OUT/_sweeps/. Ctrl-C stops at the last
+    checkpoints; the same command resumes.
+    """
+    from lra.sweep import sweep as run_sweep
+
+    summary = run_sweep(tasks, attention, seeds, protocol, sets, sources, Path(out), shard_spec, jobs_per_gpu,
+                        grid_file, device, resume, keep_checkpoints, retry_diverged, dry_run, threads,
+                        progress=progress, log=click.echo)
+    if summary.get("outcome", {}).get("failed"):
+        sys.exit(1)
 
 
 @lra.command()

@@ -19,12 +19,13 @@ import fcntl
 import os
 import random
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from lra import records
 
 CHECKPOINT, LOCK = "checkpoint.pt", ".lock"
 
@@ -61,17 +62,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save(path: Path, obj: dict[str, Any]) -> None:
     """Atomic: a reader (or a resume after SIGKILL) sees the old file or the new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    records.write_atomic(path, lambda f: torch.save(obj, f), mode="wb")
 
 
 def load(path: Path) -> dict[str, Any] | None:

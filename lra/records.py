@@ -19,12 +19,14 @@ from typing import Any
 RESULT, CONFIG, METRICS = "result.json", "config.json", "metrics.jsonl"
 
 
-def _write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write, mode: str = "w") -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it into place:
+    a reader (or a resume after SIGKILL) sees the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -35,11 +37,11 @@ def _write_atomic(path: Path, write) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    _write_atomic(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True, default=str))
+    write_atomic(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True, default=str))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    _write_atomic(path, lambda f: f.write(text))
+    write_atomic(path, lambda f: f.write(text))
 
 
 def append_jsonl(path: Path, obj: Any) -> None:

@@ -325,7 +325,8 @@ def finish_sweep(runs_root: Path, runs: list[dict[str, Any]], log: Callable[[str
     if plots is not None and hasattr(plots, "plot_all"):
         try:
             out["figures"] = plots.plot_all(runs_root, runs_root / "figures")
-            log(f"figures: {runs_root / 'figures'}")
+            log(f"figures in {runs_root / 'figures'}: "
+                + ", ".join(sorted(Path(f).name for f in out["figures"] if str(f).endswith(".png"))))
         except Exception as e:
             log(f"warning: results.plots.plot_all failed: {type(e).__name__}: {e}")
     return out

@@ -39,3 +39,16 @@ def test_zoo_list_and_show():
     assert r.exit_code == 0 and "alpha: float = 3.0" in r.output
     r = CliRunner().invoke(lra, ["zoo", "show", "nope"])
     assert r.exit_code == 2 and "unknown attention 'nope'" in r.output
+
+
+def test_sweep_dry_run_shows_the_plan_and_bad_input_is_one_line(tmp_path):
+    runner = CliRunner()
+    args = ["sweep", "--protocol", "quick", "--tasks", "listops,pathfinder", "--attention",
+            "softmax,polarity:alpha=3,polarity:alpha=5", "--seeds", "0,1", "--out", str(tmp_path), "--dry-run",
+            "--no-progress"]
+    r = runner.invoke(lra, args)
+    assert r.exit_code == 0, r.output
+    assert "12 runs: 12 to run" in r.output and "polarity:alpha=5" in r.output
+    assert not list(tmp_path.rglob("result.json"))
+    r = runner.invoke(lra, ["sweep", "--tasks", "listops", "--attention", "nosuch", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1

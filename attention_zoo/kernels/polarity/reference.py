@@ -29,6 +29,14 @@ def polarity_feature(x: Tensor, p: Tensor) -> Tensor:
     return torch.where(pos, base**p, torch.zeros_like(x))
 
 
+def _both_features(x: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+    """(phi(x), phi(-x)) from one power of |x|: relu(x)^p and relu(-x)^p share |x|^p."""
+    nonzero = x != 0
+    a = torch.where(nonzero, x.abs(), torch.ones_like(x)) ** p  # safe base: no log(0) in d/dp
+    zero = torch.zeros_like(a)
+    return torch.where(x > 0, a, zero), torch.where(x < 0, a, zero)
+
+
 def polarity_attention(
     q: Tensor,
     k: Tensor,
@@ -61,8 +69,8 @@ def polarity_attention(
     q, k, v = q.to(acc), k.to(acc), v.to(acc)
     p = _as_power(power.to(acc), h, d)
 
-    q_pos, q_neg = polarity_feature(q, p), polarity_feature(-q, p)  # (B, H, L, D) each
-    k_f = torch.cat([polarity_feature(k, p), polarity_feature(-k, p)], dim=-1)  # (B, H, L, 2D)
+    q_pos, q_neg = _both_features(q, p)  # (B, H, L, D) each
+    k_f = torch.cat(_both_features(k, p), dim=-1)  # (B, H, L, 2D)
     q_sim = torch.cat([q_pos, q_neg], dim=-1)  # (B, H, L, 2D)
     q_opp = torch.cat([q_neg, q_pos], dim=-1)  # (B, H, L, 2D)
     v1, v2 = v.chunk(2, dim=-1)  # (B, H, L, D/2) each
