@@ -94,6 +94,11 @@ class PerformerAttention(nn.Module):
             "features", orthogonal_random_features(hp.nb_features, dim // heads, seed, self.norms).float()
         )
 
+    @property
+    def cuda_graph_safe(self) -> bool:
+        """A replayed CUDA graph would never run the host-side redraw (lra/graphs.py)."""
+        return self.redraw_interval == 0
+
     @torch.no_grad()
     def redraw(self) -> None:
         self.feature_seed += 1

@@ -139,13 +139,13 @@ def host_overhead_us(n: int = 200) -> dict[str, float | str]:
     q, k, v, power, do = _inputs((1, 1, 64, 64), torch.bfloat16)
     p = power.contiguous()
     leaves = [t.requires_grad_() for t in (q, k, v, power)]
-    saved = fused._forward(q, k, v, p, None, None, 1e-6)
+    saved = fused._forward(q, k, v, p, None, None, 1e-6)  # (o, state, rden)
     fwd_bwd = lambda: torch.autograd.grad(fused.polarity_attention(*leaves), leaves, do)  # noqa: E731
     cases = {
         "fwd": lambda: fused.polarity_attention(q, k, v, power),
         "fwd_bwd": fwd_bwd,
         "launch_forward": lambda: fused._forward(q, k, v, p, None, None, 1e-6),
-        "launch_backward": lambda: fused._backward(do, q, k, v, p, *saved, None, None, 1e-6),
+        "launch_backward": lambda: fused._backward(do, q, k, v, p, *saved, None),
     }
 
     def per_call(fn) -> float:
@@ -347,9 +347,31 @@ def _record(entry: dict, results: list[dict], progress: Callable[[str], object],
 SWEEP_CANDIDATES: list[tuple[int, int, int, int | None]] = [
     # (rows per tile, warps, stages, maxnreg)
     (64, 4, 2, None), (64, 8, 2, None), (64, 4, 3, None), (64, 8, 3, None), (128, 8, 2, None), (32, 4, 2, None),
+    (64, 4, 1, None), (128, 4, 2, None),
 ]
-# Kernel config name -> the launcher that times it.
-_SWEEP_KERNELS = {"state": "fwd", "out": "fwd", "bwd_dq": "bwd", "bwd_dstate": "bwd", "bwd_k": "bwd"}
+# Kernel config name -> (the launcher that times it, code-path flags it needs).
+_SWEEP_KERNELS: dict[str, tuple[str, dict[str, bool]]] = {
+    "state": ("fwd", {}), "out": ("fwd", {}),
+    "bwd_q1": ("bwd", {"q_one_launch": True}),
+    "bwd_dq": ("bwd", {"q_one_launch": False}), "bwd_dstate": ("bwd", {"q_one_launch": False}),
+    "bwd_k": ("bwd", {}),
+}
+# Whole fwd+bwd under each code-path flag setting (and a few _WAVES).
+SWEEP_FLAGS: list[dict[str, bool]] = [
+    {}, {"q_one_launch": False}, {"fast_log": True}, {"fast_launch": False},
+]
+
+
+def _errors(fused, q, k, v, p, do, want: list[torch.Tensor]) -> float:
+    """Largest relative L2 error of (o, dq, dk, dv, dpower) against ``want``; inf on NaN."""
+    o, state, rden = fused._forward(q, k, v, p, None, None, 1e-6)
+    got = [o, *fused._backward(do, q, k, v, p, o, state, rden, None)]
+    worst = 0.0
+    for x, y in zip(got, want):
+        if not torch.isfinite(x).all():
+            return float("inf")
+        worst = max(worst, ((x.float() - y).norm() / y.norm()).item())
+    return worst
 
 
 def sweep_configs(
@@ -359,71 +381,101 @@ def sweep_configs(
     jsonl: str | os.PathLike | None = None,
     part: tuple[int, int] = (0, 1),
     timing: bool = True,
+    candidates: list[tuple[int, int, int, int | None]] | None = None,
+    kernels: list[str] | None = None,
 ) -> list[dict]:
-    """Time the Triton kernels' launch settings one kernel at a time (for tuning ``_CONFIGS``).
+    """Time (and check) the Triton kernels' launch settings and code paths, one at a time.
 
     For each shape and each candidate of ``SWEEP_CANDIDATES`` for one kernel, the forward
-    launcher (state / out kernels) or the backward launcher (q side dq / state gradients,
-    k side) is timed with the others at their base settings; then whole fwd+bwd for a
-    few ``_WAVES``.
-    ``_CONFIGS`` is restored afterwards. Each result is appended to ``jsonl`` as it comes,
-    so a cut-off sweep keeps its part. ``part=(i, n)`` runs every n-th job from i and
-    ``timing=False`` only compiles and runs once: n such processes in parallel fill
-    Triton's on-disk cache before one timed sweep. Timings only: a setting goes into
-    ``_CONFIGS`` after the GPU tests pass with it (one fast setting computed wrong results).
+    launcher (state / out kernels) or the backward launcher (q side, k side) is timed
+    with the others at their base settings; then whole fwd+bwd under each of
+    ``SWEEP_FLAGS`` and a few ``_WAVES``. Every entry also records ``max_rel_err``, the
+    largest relative error of o and the four gradients against the float32 PyTorch
+    reference on the same inputs, and ``ok`` (<= 1e-2, no NaN): a Triton miscompile
+    shows up there, not as a fast time. ``_CONFIGS``/``_FLAGS`` are restored afterwards.
+    Each result is appended to ``jsonl`` as it comes, so a cut-off sweep keeps its part.
+    ``part=(i, n)`` runs every n-th job from i and ``timing=False`` only compiles and runs
+    once: n such processes in parallel fill Triton's on-disk cache before one timed sweep.
     """
     _require_cuda()
     import triton.testing
 
+    from attention_zoo.kernels.polarity import reference
     from attention_zoo.kernels.polarity import triton as fused
 
     torch_dtype = DTYPES[dtype]
     saved = {k: dict(v) for k, v in fused._CONFIGS.items()}
+    saved_flags = dict(fused._FLAGS)
     saved_waves = fused._WAVES
     saved_by_d = dict(fused._CONFIGS_BY_D)
     fused._CONFIGS_BY_D.clear()  # candidates replace the base settings for every head dim
     results: list[dict] = []
     job = -1
+
+    def restore() -> None:
+        fused._PLANS.clear()
+        fused._CONFIGS.clear()
+        fused._CONFIGS.update({kk: dict(vv) for kk, vv in saved.items()})
+        fused._FLAGS.clear()
+        fused._FLAGS.update(saved_flags)
+        fused._WAVES = saved_waves
+
     try:
-        for shape in shapes or DEFAULT_SHAPES[:2]:
+        for shape in shapes or DEFAULT_SHAPES:
             q, k, v, power, do = _inputs(shape, torch_dtype)
             p = power.contiguous()
-            saved_fwd = fused._forward(q, k, v, p, None, None, 1e-6)  # (o, state, norm)
-            fwd = lambda: fused._forward(q, k, v, p, None, None, 1e-6)  # noqa: E731
-            bwd = lambda: fused._backward(do, q, k, v, p, *saved_fwd, None, None, 1e-6)  # noqa: E731
-            both = lambda: fused._backward(do, q, k, v, p, *fwd(), None, None, 1e-6)  # noqa: E731
-            jobs = [(kernel, fwd if which == "fwd" else bwd, c)
-                    for kernel, which in _SWEEP_KERNELS.items() for c in SWEEP_CANDIDATES]
-            jobs += [("all", both, waves) for waves in (2, 4, 8)]
-            for kernel, fn, cand in jobs:
+            ref_in = [t.detach().float().requires_grad_() for t in (q, k, v, p)]
+            ref_o = reference.polarity_attention(*ref_in)
+            want = [ref_o.detach(), *torch.autograd.grad(ref_o, ref_in, do.float())]
+            del ref_o, ref_in
+
+            def fwd():
+                return fused._forward(q, k, v, p, None, None, 1e-6)
+
+            def both():
+                o, st, rd = fwd()
+                return fused._backward(do, q, k, v, p, o, st, rd, None)
+
+            jobs = [(kernel, which, flags, c) for kernel, (which, flags) in _SWEEP_KERNELS.items()
+                    if kernels is None or kernel in kernels for c in (candidates or SWEEP_CANDIDATES)]
+            if kernels is None or "all" in kernels:
+                jobs += [("all", "both", flags, None) for flags in SWEEP_FLAGS]
+                jobs += [("all", "both", {}, waves) for waves in (2, 8)]
+            for kernel, which, flags, cand in jobs:
                 job += 1
                 if job % part[1] != part[0]:
                     continue
-                entry: dict = {"shape": "x".join(map(str, shape)), "kernel": kernel}
-                if kernel == "all":
+                entry: dict = {"shape": "x".join(map(str, shape)), "kernel": kernel, "flags": flags}
+                fused._FLAGS.update(flags)
+                if kernel == "all" and cand is not None:
                     fused._WAVES = entry["waves"] = cand
-                else:
+                elif kernel != "all":
                     rows_, warps, stages, maxnreg = cand
                     key = "BL" if kernel == "state" else "BM"
                     fused._CONFIGS[kernel] = {key: rows_, "num_warps": warps, "num_stages": stages, "maxnreg": maxnreg}
                     entry.update(fused._CONFIGS[kernel])
+                fused._PLANS.clear()
                 try:
-                    fn()
+                    entry["max_rel_err"] = _errors(fused, q, k, v, p, do, want)
+                    entry["ok"] = entry["max_rel_err"] <= 1e-2
                     if timing:
-                        entry["ms"] = float(triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median"))
-                except Exception as e:  # e.g. out of shared memory for a large tile
-                    entry["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                        if which == "bwd":
+                            o, st, rd = fwd()
+                            fn = lambda: fused._backward(do, q, k, v, p, o, st, rd, None)  # noqa: E731
+                        else:
+                            fn = fwd if which == "fwd" else both
+                        entry["ms"] = float(triton.testing.do_bench(fn, warmup=5, rep=30, return_mode="median"))
+                except Exception as e:  # e.g. out of shared memory for a large tile, an illegal address
+                    entry["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+                    entry["ok"] = False
                 finally:
-                    fused._CONFIGS.clear()
-                    fused._CONFIGS.update({kk: dict(vv) for kk, vv in saved.items()})
-                    fused._WAVES = saved_waves
+                    restore()
                 if timing:
                     _record(entry, results, progress, jsonl)
+            torch.cuda.empty_cache()
     finally:
-        fused._CONFIGS.clear()
-        fused._CONFIGS.update(saved)
-        fused._WAVES = saved_waves
         fused._CONFIGS_BY_D.update(saved_by_d)
+        restore()
     return results
 
 
@@ -436,15 +488,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tests", action="store_true", help="skip the GPU correctness tests")
     parser.add_argument("--sweep", action="store_true", help="also time the kernels' launch settings")
     parser.add_argument("--profile", action="store_true", help="host overhead and per-kernel GPU time")
+    parser.add_argument("--sweep-only", action="store_true", help="only the sweep (no tests, no benchmark)")
+    parser.add_argument("--sweep-kernels", default=None, help="comma-separated kernels the sweep tunes (default all)")
     parser.add_argument("--sweep-warm", default=None, metavar="I/N",
                         help="only compile part I of N of the sweep's configs (run N at once, then --sweep)")
     args = parser.parse_args(argv)
     _require_cuda()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    shapes = None if args.shapes is None else [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",") if s]
+    sweep_kernels = None if args.sweep_kernels is None else [k for k in args.sweep_kernels.split(",") if k]
     if args.sweep_warm:
         i, n = (int(x) for x in args.sweep_warm.split("/"))
-        sweep_configs(dtype=args.dtype, part=(i, n), timing=False)
+        sweep_configs(shapes, dtype=args.dtype, part=(i, n), timing=False, kernels=sweep_kernels)
+        return 0
+    if args.sweep_only:
+        sweep_configs(shapes, dtype=args.dtype, jsonl=out / "sweep.jsonl", kernels=sweep_kernels)
         return 0
 
     tests_rc = 0
@@ -457,7 +516,6 @@ def main(argv: list[str] | None = None) -> int:
         tests_rc = proc.returncode
         print(proc.stdout[-3000:] + proc.stderr[-2000:])
 
-    shapes = None if args.shapes is None else [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",") if s]
     lengths = None if args.lengths is None else [int(x) for x in args.lengths.split(",") if x]
     rows = run(shapes, lengths, dtype=args.dtype, out_json=str(out / "bench_kernels.json"))
     table = format_table(rows)
@@ -470,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         print(prof["host_us"].pop("profile"))
         print(json.dumps(prof, indent=1))
     if args.sweep:
-        sweep_configs(dtype=args.dtype, jsonl=out / "sweep.jsonl")
+        sweep_configs(shapes, dtype=args.dtype, jsonl=out / "sweep.jsonl", kernels=sweep_kernels)
     return 1 if tests_rc else 0
 
 

@@ -45,6 +45,9 @@ class TrainConfig:
     eval_batches: int = 62  # 0 = the whole validation split
     best_after: float = 0.2  # keep best-val weights only after this fraction of training
     amp: bool = True  # bf16 autocast on CUDA (CPU runs in float32)
+    # Replay forward + backward from a CUDA graph (lra/graphs.py): single-GPU CUDA runs with
+    # graph-safe modules; elsewhere, or if capture fails, eager steps.
+    cuda_graph: bool = True
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lra import checkpoint, distributed, records
+from lra import checkpoint, distributed, graphs, records
 from lra.checkpoint import RunLocked
 from lra.config import ConfigError, RunConfig, TrainConfig, check
 from lra.data import SplitArrays, TrainSampler, eval_batches
@@ -200,8 +200,8 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
             torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each rank its own dropout masks
     use_amp = t.amp and device.type == "cuda"
 
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
+    def autocast(**kw):
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp, **kw)
 
     best: dict[str, Any] = {"acc": -1.0, "step": 0, "state": None}
     start_step, elapsed_before, resumed_from = 0, 0.0, []
@@ -219,12 +219,20 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
             torch.manual_seed(cfg.seed + 7919 * dist.rank + start_step)
     del ckpt
 
+    graphed: graphs.GraphedStep | None = None
+    if t.cuda_graph and device.type == "cuda" and dist.world == 1 and start_step < t.steps:
+        # Capture on a batch of the right shape; the warm-up steps' gradients are discarded.
+        x0, y0 = splits["train"].gather(torch.arange(t.batch_size, device=device) % splits["train"].n)
+        net.train()
+        graphed = graphs.try_capture(net, x0, y0, autocast, log)
+        del x0, y0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     n_params = count_parameters(model)
     log(f"{cfg.task} | {cfg.variant_label()} | {cfg.protocol} | seed {cfg.seed} | {n_params:,} parameters | "
         f"{device}{f' x{dist.world}' if dist.world > 1 else ''} | train {splits['train'].n:,} "
         f"val {splits['val'].n:,} test {splits['test'].n:,}"
+        + (" | cuda graph" if graphed is not None else "")
         + (f" | resuming at step {start_step}" if start_step else ""))
 
     loss_sum = torch.zeros((), device=device)
@@ -241,11 +249,14 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
         if dist.world > 1:
             idx = idx[lo : lo + local_batch]
         x, y = splits["train"].gather(idx)
-        with autocast():
-            logits = net(x)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if graphed is not None:
+            loss, logits = graphed(x, y)  # overwrites every .grad: no zero_grad
+        else:
+            with autocast():
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         if t.clip_value > 0:
             nn.utils.clip_grad_value_(model.parameters(), t.clip_value)
         if t.clip_norm > 0:
@@ -319,7 +330,7 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
         "test_majority_rate": float(np.bincount(test_y).max() / len(test_y)),
         "steps": t.steps, "train_seconds": round(train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - t_start, 3), "resumed_from": resumed_from,
-        "world_size": dist.world, "parameters": n_params, **peak_memory_bytes(device), "env": records.environment(),
+        "world_size": dist.world, "cuda_graph": graphed is not None, "parameters": n_params, **peak_memory_bytes(device), "env": records.environment(),
     }
     if dist.main:
         records.write_json_atomic(run_dir / records.RESULT, result)

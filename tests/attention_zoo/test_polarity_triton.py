@@ -171,6 +171,16 @@ def test_strided_inputs_fully_masked_row_and_eps(poisoned):
     _check(poisoned.polarity_attention, q, k, v, power, mask, do, tol=TOL[torch.float32], eps=1e-2)
 
 
+@cpu_only
+@pytest.mark.parametrize("d", [32, 64])
+def test_q_side_as_two_launches(poisoned, monkeypatch, d):
+    # The q-side backward runs its dq and state-gradient programs in one launch by default;
+    # the two-launch path must give the same results.
+    monkeypatch.setitem(poisoned._FLAGS, "q_one_launch", False)
+    args = _inputs(2, 2, 200, d, torch.float32, "cpu", padded=True, seed=7)
+    _check(poisoned.polarity_attention, *args, tol=TOL[torch.float32])
+
+
 def test_shape_errors():
     q = torch.zeros(1, 2, 8, 16)
     with pytest.raises(ValueError, match="share the shape"):
@@ -201,3 +211,36 @@ GPU_CASES = [
 def test_gpu_matches_reference(poisoned, shape, padded, dtype):
     args = _inputs(*shape, dtype, "cuda", padded=padded, seed=6)
     _check(poisoned.polarity_attention, *args, tol=TOL[dtype])
+
+
+# Code paths off the default: two q-side launches, the hardware log2, Triton's own launch
+# path (the default launches compiled kernels directly after the first call).
+GPU_FLAGS = [
+    pytest.param({"q_one_launch": False}, id="two-q-launches"),
+    pytest.param({"fast_log": True}, id="fast-log"),
+    pytest.param({"fast_launch": False}, id="jit-launch"),
+]
+
+
+@pytest.mark.parametrize("flags", GPU_FLAGS)
+@pytest.mark.parametrize(("shape", "padded"), [GPU_CASES[1], GPU_CASES[3]])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or INTERPRET, reason="needs CUDA, compiled Triton")
+def test_gpu_code_paths(poisoned, monkeypatch, shape, padded, flags):
+    for name, value in flags.items():
+        monkeypatch.setitem(poisoned._FLAGS, name, value)
+    args = _inputs(*shape, torch.bfloat16, "cuda", padded=padded, seed=8)
+    _check(poisoned.polarity_attention, *args, tol=TOL[torch.bfloat16])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or INTERPRET, reason="needs CUDA, compiled Triton")
+def test_gpu_direct_launch_matches_first_call(poisoned):
+    # The first call compiles through Triton's JIT; the second launches the cached compiled
+    # kernels directly. Both must match the reference (a wrong argument order would not).
+    poisoned._PLANS.clear()
+    args = _inputs(3, 2, 777, 32, torch.bfloat16, "cuda", padded=True, seed=10)
+    first = _check(poisoned.polarity_attention, *args, tol=TOL[torch.bfloat16])
+    assert poisoned._direct_launches() >= 3, "no compiled kernel was cached for direct launches"
+    second = _check(poisoned.polarity_attention, *args, tol=TOL[torch.bfloat16])
+    assert all(abs(first[n] - second[n]) <= 1e-3 for n in first), (first, second)

@@ -10,31 +10,35 @@ number of real keys (clamped >= 1):
 The reference's ``/ n`` on both numerator and normaliser cancels except on eps, so
 with Qp = phi(q_i), Qn = phi(-q_i) and h = D/2:
 
-    o_i[:h] = (Qp A[:, :h] + Qn B[:, :h]) / (Qp.zp + Qn.zn + n eps)      (x_sim)
-    o_i[h:] = (Qn A[:, h:] + Qp B[:, h:]) / (Qn.zp + Qp.zn + n eps)      (x_opp)
+    o_i[:h] = (Qp A[:, :h] + Qn B[:, :h]) / d1_i,   d1_i = Qp.zp + Qn.zn + n eps   (x_sim)
+    o_i[h:] = (Qn A[:, h:] + Qp B[:, h:]) / d2_i,   d2_i = Qn.zp + Qp.zn + n eps   (x_opp)
 
 Gathering columns into Mp = [A[:, :h] | B[:, h:]] and Mn = [B[:, :h] | A[:, h:]] gives
-one full-width product per polarity, N = Qp Mp + Qn Mn, and likewise the normaliser of
-every output column, den = Qp z1 + Qn z2 with z1[:, c] = zp (c < h) or zn (c >= h) and
-z2 the other way. Numerator, normaliser and their gradients are all tensor-core
-products with the same row layout, so the loops need no cross-thread reductions, and a
-D/2 = 8 half is never a dot dimension. Kernels (grids: (chunk of L, batch*head[, column
-block])):
+one full-width product per polarity, N = Qp Mp + Qn Mn. The two normalisers of a row are
+one narrow product too: [d1, d2] = Qp [zp, zn] + Qn [zn, zp] (a 16-column dot whose first
+two columns matter). Kernels (grids: (chunk of L, batch*head[, column block or part])):
 
 - ``_fwd_state_kernel``: streams k, v once; phi(+-k) in registers; A, B and (as products
   with a ones column) zp, zn in float32, written straight into the (Mp, Mn, zp, zn)
   layout (atomics when L is split over programs).
-- ``_fwd_out_kernel``: phi(+-q) in registers, o = (Qp Mp + Qn Mn) / (Qp z1 + Qn z2 + n eps).
-- ``_bwd_q_kernel``: recomputes phi(+-q) and the normalisers; one launch writes dq and
-  the q-side dpower, a second accumulates the state gradients dA, dB, dzp, dzn
-  (atomics when L is split). ``_bwd_q_blocked_kernel`` does both for
-  D = 128 in two column blocks, keeping its float32 accumulators within registers.
+- ``_fwd_out_kernel``: phi(+-q) in registers, o = (Qp Mp + Qn Mn) * (1 / d); also writes
+  the two reciprocal normalisers per row (8 bytes a row) for the backward.
+- ``_bwd_q_kernel``: recomputes phi(+-q), reads the saved normalisers; its "dq" programs
+  write dq and the q-side dpower, its "dstate" programs accumulate the state gradients
+  dA, dB, dzp, dzn (atomics when L is split). Both kinds run in one launch (a grid axis
+  picks the kind) or as two launches. ``_bwd_q_blocked_kernel`` does both for D = 128
+  in two column blocks, keeping its float32 accumulators within registers.
 - ``_bwd_k_kernel``: recomputes phi(+-k); dk, dv and the k-side dpower.
 
-Feature maps never reach memory. The float32 state (2 D^2 + 2 D per head) and o are
-saved for the backward. Dots take phi in the input dtype for bfloat16 inputs, and
-float32 operands otherwise (IEEE for float32 inputs, TF32 for float16 inputs, whose
-range could not hold relu(x)^p).
+Feature maps never reach memory. Saved for the backward: q, k, v, p, o, the float32 state
+(2 D^2 + 2 D per head) and the reciprocal normalisers (2 per row). dpower is summed by
+the kernels (float32 atomics into one (H, D) buffer). Dots take phi in the input dtype
+for bfloat16 inputs, and float32 operands otherwise (IEEE for float32 inputs, TF32 for
+float16 inputs, whose range could not hold relu(x)^p).
+
+Host side: after the first call of a kernel with a given specialisation, later calls
+launch the compiled kernel directly (``_launch``), skipping most of Triton's per-call
+Python work; the backward needs no torch ops besides its output buffers.
 """
 
 from __future__ import annotations
@@ -51,21 +55,32 @@ from torch import Tensor
 from attention_zoo.kernels.polarity.reference import _as_power
 from attention_zoo.kernels.polarity.reference import polarity_attention as _reference_attention
 
+try:  # the CUDA backend's fast math; never used under the interpreter
+    from triton.language.extra import libdevice
+except ImportError:  # pragma: no cover - very old Triton
+    libdevice = None
+
 __all__ = ["polarity_attention"]
 
 _LN2 = math.log(2.0)
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
-def _abs_pow(x, p):
-    """|x| ** p (0 where x == 0) and log2|x| (0 where x == 0), float32.
+def _phi(x, p, FAST_LOG: tl.constexpr):
+    """|x| ** p (0 where x == 0) and log2|x| (0 where x == 0), float32, for a (rows, D) tile.
 
     One log2 and one exp2 serve both polarities: phi(x) = where(x > 0, e, 0) and
-    phi(-x) = where(x < 0, e, 0).
+    phi(-x) = where(x < 0, e, 0). FAST_LOG takes the hardware approximation (lg2.approx)
+    instead of libdevice's correctly rounded log2.
     """
     ax = tl.abs(x)
     nz = ax > 0.0
-    lg = tl.log2(tl.where(nz, ax, 1.0))
+    safe = tl.where(nz, ax, 1.0)
+    if FAST_LOG:
+        lg = libdevice.fast_log2f(safe)
+    else:
+        lg = tl.log2(safe)
     e = tl.where(nz, tl.exp2(lg * p[None, :]), 0.0)
     return e, lg
 
@@ -78,6 +93,7 @@ def _fwd_state_kernel(
     H, L, tiles_per_chunk,
     D: tl.constexpr, DP: tl.constexpr, HALF: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr,
     HAS_MASK: tl.constexpr, ATOMIC: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr,
+    FAST_LOG: tl.constexpr,
 ):
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -109,7 +125,7 @@ def _fwd_state_kernel(
                     mask=lmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)  # (BL, DP)
         v = tl.load(v_base + offs_l[:, None] * stride_vl + offs_n[None, :],
                     mask=lmask[:, None] & nmask[None, :], other=0.0)  # (BL, BN)
-        e, _ = _abs_pow(k, p)
+        e, _ = _phi(k, p, FAST_LOG)
         if HAS_MASK:
             m = tl.load(MASK + b * L + offs_l, mask=lmask, other=0).to(tl.float32)
             e = e * m[:, None]
@@ -143,13 +159,31 @@ def _fwd_state_kernel(
 
 
 @triton.jit
+def _zsel(zp, zn, DP: tl.constexpr, SWAP: tl.constexpr):
+    """(DP, 16) float32: column 0 = zp, column 1 = zn (SWAP: the other way), others 0.
+
+    Qp @ _zsel(zp, zn) + Qn @ _zsel(zp, zn, swap) has the two normalisers d1, d2 - eps
+    in its first two columns."""
+    c = tl.arange(0, 16)[None, :]
+    a = zn if SWAP else zp
+    b = zp if SWAP else zn
+    return tl.where(c == 0, a[:, None], tl.where(c == 1, b[:, None], 0.0)) + tl.zeros((DP, 16), tl.float32)
+
+
+@triton.jit
+def _col(x, j):
+    """Column j of a (rows, 16) tile as a (rows,) vector."""
+    return tl.sum(tl.where(tl.arange(0, 16)[None, :] == j, x, 0.0), axis=1)
+
+
+@triton.jit
 def _fwd_out_kernel(
-    Q, P, ST, NEPS, O,
+    Q, P, ST, NEPS, O, RDEN,
     stride_qb, stride_qh, stride_ql,
     stride_ob, stride_oh, stride_ol,
     H, L, tiles_per_chunk, neps_scalar,
     D: tl.constexpr, DP: tl.constexpr, HALF: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
-    HAS_MASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr,
+    HAS_MASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr, FAST_LOG: tl.constexpr,
 ):
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -173,12 +207,11 @@ def _fwd_out_kernel(
     else:
         neps = neps_scalar
     first = offs_n[None, :] < HALF
-    # Normalisers as products too: den[:, c] = Qp @ z1[:, c] + Qn @ z2[:, c] is d1 on the
-    # x_sim columns and d2 on the x_opp columns, in the same layout as the numerator.
-    z1 = tl.where(first, zp[:, None], zn[:, None]).to(OP)  # (DP, BN)
-    z2 = tl.where(first, zn[:, None], zp[:, None]).to(OP)
+    za = _zsel(zp, zn, DP, False).to(OP)  # (DP, 16)
+    zb = _zsel(zp, zn, DP, True).to(OP)
     q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
     o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    r_base = RDEN + pid_bh.to(tl.int64) * L * 2
 
     t0 = pid_c * tiles_per_chunk
     t1 = tl.minimum(t0 + tiles_per_chunk, tl.cdiv(L, BM))
@@ -187,42 +220,72 @@ def _fwd_out_kernel(
         lmask = offs_l < L
         q = tl.load(q_base + offs_l[:, None] * stride_ql + offs_d[None, :],
                     mask=lmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)  # (BM, DP)
-        e, _ = _abs_pow(q, p)
+        e, _ = _phi(q, p, FAST_LOG)
         qp = tl.where(q > 0.0, e, 0.0).to(OP)
         qn = tl.where(q < 0.0, e, 0.0).to(OP)
         num = tl.dot(qp, mp, input_precision=PREC)
         num = tl.dot(qn, mn, num, input_precision=PREC)  # (BM, BN)
-        den = tl.dot(qp, z1, input_precision=PREC)
-        den = tl.dot(qn, z2, den, input_precision=PREC)
-        o = num / (den + neps)
+        dd = tl.dot(qp, za, input_precision=PREC)
+        dd = tl.dot(qn, zb, dd, input_precision=PREC)  # (BM, 16): d1 - n eps, d2 - n eps
+        r1 = 1.0 / (_col(dd, 0) + neps)
+        r2 = 1.0 / (_col(dd, 1) + neps)
+        o = num * tl.where(first, r1[:, None], r2[:, None])
         tl.store(o_base + offs_l[:, None] * stride_ol + offs_n[None, :], o.to(O.dtype.element_ty),
                  mask=lmask[:, None] & nmask[None, :])
+        # The first column block writes both reciprocal normalisers of every row.
+        rmask = lmask & ((offs_l * 0 + pid_n) == 0)
+        tl.store(r_base + offs_l * 2, r1, mask=rmask)
+        tl.store(r_base + offs_l * 2 + 1, r2, mask=rmask)
+
+
+@triton.jit
+def _q_tile(q_base, do_base, o_base, r_base, stride_ql, stride_dol, stride_ol, t, L,
+            offs_d, dmask, p, first, hsel,
+            BM: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr, FAST_LOG: tl.constexpr):
+    """One row tile of the q-side backward: q, phi(+-q) parts, g = dL/dN and the per-row
+    normaliser gradients dd (column 0: x_sim's, column 1: x_opp's)."""
+    offs_l = t * BM + tl.arange(0, BM)
+    lmask = offs_l < L
+    fmask = lmask[:, None] & dmask[None, :]
+    q = tl.load(q_base + offs_l[:, None] * stride_ql + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
+    e, lg = _phi(q, p, FAST_LOG)
+    r1 = tl.load(r_base + offs_l * 2, mask=lmask, other=0.0)  # rows past L: g = 0
+    r2 = tl.load(r_base + offs_l * 2 + 1, mask=lmask, other=0.0)
+    do = tl.load(do_base + offs_l[:, None] * stride_dol + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
+    o = tl.load(o_base + offs_l[:, None] * stride_ol + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
+    g = do * tl.where(first, r1[:, None], r2[:, None])  # dL/dN
+    # dL/d(normaliser) per row and half, -sum_c g_c o_c, as a product with the half selector.
+    dd = tl.dot((-g * o).to(OP), hsel, input_precision=PREC)  # (BM, 16)
+    return offs_l, fmask, q, e, lg, g.to(OP), dd.to(OP)
 
 
 @triton.jit
 def _bwd_q_kernel(
-    Q, DO, O, P, ST, NEPS, DQ, DST, DPQ,
+    Q, DO, O, P, ST, RDEN, DQ, DST, DPOW,
     stride_qb, stride_qh, stride_ql,
     stride_dob, stride_doh, stride_dol,
     stride_ob, stride_oh, stride_ol,
     stride_dqb, stride_dqh, stride_dql,
-    H, L, BH, tiles_per_chunk, neps_scalar,
+    H, L, tiles_per_chunk,
     D: tl.constexpr, DP: tl.constexpr, HALF: tl.constexpr, BM: tl.constexpr,
-    HAS_MASK: tl.constexpr, ATOMIC: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr,
-    DO_DQ: tl.constexpr, DO_DSTATE: tl.constexpr,
+    ATOMIC: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr, FAST_LOG: tl.constexpr,
+    PART: tl.constexpr,
 ):
     """q side of the backward (D <= 64, one column block), all through tensor-core products.
 
-    With den[:, c] = Qp z1[:, c] + Qn z2[:, c] + n eps, g = do / den and go = g * o:
-        dQp = g Mp^T - go z1^T,   dQn = g Mn^T - go z2^T        (the z terms: d den)
-        dMp = Qp^T g,   dMn = Qn^T g
-        dd = -go @ hsel  (per-row half sums: column 0 = x_sim, 1 = x_opp)
-        dzp = Qp^T dd[:, 0] + Qn^T dd[:, 1],   dzn = Qn^T dd[:, 0] + Qp^T dd[:, 1]
-    DO_DQ writes dq and the q-side dpower; DO_DSTATE accumulates (dA, dB, dzp, dzn). They
-    run as two launches (each reads q, do, o) to keep each program's registers in check.
+    With r = 1 / normaliser (saved by the forward), g = do * r and dd the per-row
+    normaliser gradients (-sum of g * o over each half):
+        dQp = g Mp^T + dd [zp; zn],   dQn = g Mn^T + dd [zn; zp]
+        dMp = Qp^T g,   dMn = Qn^T g,   dzp = Qp^T dd0 + Qn^T dd1,   dzn = Qn^T dd0 + Qp^T dd1
+    PART 0 programs write dq and the q-side dpower; PART 1 programs accumulate (dA, dB,
+    dzp, dzn); PART 2 takes the part from the grid's third axis (one launch for both).
     """
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
+    if PART == 2:
+        part = tl.program_id(2)
+    else:
+        part = PART
     b = pid_bh // H
     h = pid_bh % H
     offs_d = tl.arange(0, DP)
@@ -232,55 +295,31 @@ def _bwd_q_kernel(
     st = ST + pid_bh.to(tl.int64) * (2 * D * D + 2 * D)
     cell = offs_d[:, None] * D + offs_d[None, :]
     smask = dmask[:, None] & dmask[None, :]
-    zp = tl.load(st + 2 * D * D + offs_d, mask=dmask, other=0.0)
-    zn = tl.load(st + 2 * D * D + D + offs_d, mask=dmask, other=0.0)
     first = offs_d[None, :] < HALF
-    # z1[j, c] = zp[j] on x_sim columns, zn[j] on x_opp columns; z2 the other way.
-    z1 = tl.where(first, zp[:, None], zn[:, None]).to(OP)  # (DP, DP)
-    z2 = tl.where(first, zn[:, None], zp[:, None]).to(OP)
-    if DO_DQ:
-        mp_t = tl.trans(tl.load(st + cell, mask=smask, other=0.0).to(OP))  # (DP, DP) Mp^T
-        mn_t = tl.trans(tl.load(st + D * D + cell, mask=smask, other=0.0).to(OP))
-        z1_t = tl.trans(z1)
-        z2_t = tl.trans(z2)
     hsel = tl.where(offs_d[:, None] < HALF, offs_16[None, :] == 0, offs_16[None, :] == 1).to(OP)  # (DP, 16)
-    if HAS_MASK:
-        neps = tl.load(NEPS + b)
-    else:
-        neps = neps_scalar
     q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
     do_base = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
     o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-    dq_base = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
-
-    acc_mp = tl.zeros((DP, DP), tl.float32)  # dMp = sum_i Qp_i^T g_i
-    acc_mn = tl.zeros((DP, DP), tl.float32)
-    acc_zp = tl.zeros((DP, 16), tl.float32)  # Qp^T dd
-    acc_zn = tl.zeros((DP, 16), tl.float32)  # Qn^T dd
-    acc_p = tl.zeros((DP,), tl.float32)  # sum_i G_i log2|q_i|
+    r_base = RDEN + pid_bh.to(tl.int64) * L * 2
     t0 = pid_c * tiles_per_chunk
     t1 = tl.minimum(t0 + tiles_per_chunk, tl.cdiv(L, BM))
-    for t in range(t0, t1):
-        offs_l = t * BM + tl.arange(0, BM)
-        lmask = offs_l < L
-        fmask = lmask[:, None] & dmask[None, :]
-        q = tl.load(q_base + offs_l[:, None] * stride_ql + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
-        e, lg = _abs_pow(q, p)
-        qp = tl.where(q > 0.0, e, 0.0).to(OP)
-        qn = tl.where(q < 0.0, e, 0.0).to(OP)
-        den = tl.dot(qp, z1, input_precision=PREC)
-        den = tl.dot(qn, z2, den, input_precision=PREC) + neps  # (BM, DP)
-        den = tl.where(lmask[:, None], den, 1.0)  # rows past L: keep 0/0 out of the products
-        do = tl.load(do_base + offs_l[:, None] * stride_dol + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
-        o = tl.load(o_base + offs_l[:, None] * stride_ol + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
-        g = do / den  # dL/dN
-        g_op = g.to(OP)
-        ngo = (-g * o).to(OP)  # dL/d den
-        if DO_DQ:
-            dqp = tl.dot(g_op, mp_t, input_precision=PREC)
-            dqp = tl.dot(ngo, z1_t, dqp, input_precision=PREC)  # dL/dQp (BM, DP)
-            dqn = tl.dot(g_op, mn_t, input_precision=PREC)
-            dqn = tl.dot(ngo, z2_t, dqn, input_precision=PREC)
+    if part == 0:
+        zp = tl.load(st + 2 * D * D + offs_d, mask=dmask, other=0.0)
+        zn = tl.load(st + 2 * D * D + D + offs_d, mask=dmask, other=0.0)
+        mp_t = tl.trans(tl.load(st + cell, mask=smask, other=0.0).to(OP))  # (DP, DP) Mp^T
+        mn_t = tl.trans(tl.load(st + D * D + cell, mask=smask, other=0.0).to(OP))
+        za_t = tl.trans(_zsel(zp, zn, DP, False).to(OP))  # (16, DP): rows zp, zn
+        zb_t = tl.trans(_zsel(zp, zn, DP, True).to(OP))  # rows zn, zp
+        dq_base = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
+        acc_p = tl.zeros((DP,), tl.float32)  # sum_i G_i log2|q_i|
+        for t in range(t0, t1):
+            offs_l, fmask, q, e, lg, g, dd = _q_tile(
+                q_base, do_base, o_base, r_base, stride_ql, stride_dol, stride_ol, t, L,
+                offs_d, dmask, p, first, hsel, BM, OP, PREC, FAST_LOG)
+            dqp = tl.dot(g, mp_t, input_precision=PREC)
+            dqp = tl.dot(dd, za_t, dqp, input_precision=PREC)  # dL/dQp (BM, DP)
+            dqn = tl.dot(g, mn_t, input_precision=PREC)
+            dqn = tl.dot(dd, zb_t, dqn, input_precision=PREC)
             # G = dL/dphi * phi on the active polarity; dq = sign(q) G p / |q|, dp = G ln|q|
             # (1 / |q| as exp2(-log2|q|); G = 0 where q = 0).
             gg = tl.where(q > 0.0, dqp, tl.where(q < 0.0, dqn, 0.0)) * e
@@ -288,22 +327,24 @@ def _bwd_q_kernel(
             tl.store(dq_base + offs_l[:, None] * stride_dql + offs_d[None, :], dq.to(DQ.dtype.element_ty),
                      mask=fmask)
             acc_p += tl.sum(gg * lg, axis=0)
-        if DO_DSTATE:
-            qp_t = tl.trans(qp)
-            qn_t = tl.trans(qn)
-            acc_mp = tl.dot(qp_t, g_op, acc_mp, input_precision=PREC)
-            acc_mn = tl.dot(qn_t, g_op, acc_mn, input_precision=PREC)
-            dd = tl.dot(ngo, hsel, input_precision=PREC).to(OP)  # (BM, 16)
+        tl.atomic_add(DPOW + h * D + offs_d, acc_p * 0.6931471805599453, mask=dmask, sem="relaxed")
+    else:
+        acc_mp = tl.zeros((DP, DP), tl.float32)  # dMp = sum_i Qp_i^T g_i
+        acc_mn = tl.zeros((DP, DP), tl.float32)
+        acc_zp = tl.zeros((DP, 16), tl.float32)  # Qp^T dd
+        acc_zn = tl.zeros((DP, 16), tl.float32)  # Qn^T dd
+        for t in range(t0, t1):
+            offs_l, fmask, q, e, lg, g, dd = _q_tile(
+                q_base, do_base, o_base, r_base, stride_ql, stride_dol, stride_ol, t, L,
+                offs_d, dmask, p, first, hsel, BM, OP, PREC, FAST_LOG)
+            qp_t = tl.trans(tl.where(q > 0.0, e, 0.0).to(OP))
+            qn_t = tl.trans(tl.where(q < 0.0, e, 0.0).to(OP))
+            acc_mp = tl.dot(qp_t, g, acc_mp, input_precision=PREC)
+            acc_mn = tl.dot(qn_t, g, acc_mn, input_precision=PREC)
             acc_zp = tl.dot(qp_t, dd, acc_zp, input_precision=PREC)
             acc_zn = tl.dot(qn_t, dd, acc_zn, input_precision=PREC)
-
-    if DO_DQ:
-        tl.store(DPQ + (pid_c * BH + pid_bh).to(tl.int64) * D + offs_d, acc_p, mask=dmask)
-    if DO_DSTATE:
-        col0 = offs_16[None, :] == 0
-        col1 = offs_16[None, :] == 1
-        dzp = tl.sum(tl.where(col0, acc_zp, 0.0) + tl.where(col1, acc_zn, 0.0), axis=1)
-        dzn = tl.sum(tl.where(col0, acc_zn, 0.0) + tl.where(col1, acc_zp, 0.0), axis=1)
+        dzp = _col(acc_zp, 0) + _col(acc_zn, 1)
+        dzn = _col(acc_zn, 0) + _col(acc_zp, 1)
         dst = DST + pid_bh.to(tl.int64) * (2 * D * D + 2 * D)
         # dA = [dMp[:, :h] | dMn[:, h:]], dB = [dMn[:, :h] | dMp[:, h:]]; stored as (dA, dB, dzp, dzn).
         mp_ptr = dst + cell + tl.where(first, 0, D * D)
@@ -322,14 +363,14 @@ def _bwd_q_kernel(
 
 @triton.jit
 def _bwd_q_blocked_kernel(
-    Q, DO, O, P, ST, NEPS, DQ, DST, DPQ,
+    Q, DO, O, P, ST, RDEN, DQ, DST, DPOW,
     stride_qb, stride_qh, stride_ql,
     stride_dob, stride_doh, stride_dol,
     stride_ob, stride_oh, stride_ol,
     stride_dqb, stride_dqh, stride_dql,
-    H, L, BH, tiles_per_chunk, neps_scalar,
+    H, L, tiles_per_chunk,
     D: tl.constexpr, DP: tl.constexpr, HALF: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
-    HAS_MASK: tl.constexpr, ATOMIC: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr,
+    ATOMIC: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr, FAST_LOG: tl.constexpr,
 ):
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -348,14 +389,9 @@ def _bwd_q_blocked_kernel(
     rmask = nmask[:, None] & dmask[None, :]
     mp_r = tl.load(st + rows, mask=rmask, other=0.0).to(OP)  # (BN, DP)
     mn_r = tl.load(st + D * D + rows, mask=rmask, other=0.0).to(OP)
-    zp = tl.load(st + 2 * D * D + offs_d, mask=dmask, other=0.0)
-    zn = tl.load(st + 2 * D * D + D + offs_d, mask=dmask, other=0.0)
     zp_n = tl.load(st + 2 * D * D + offs_n, mask=nmask, other=0.0)
     zn_n = tl.load(st + 2 * D * D + D + offs_n, mask=nmask, other=0.0)
-    if HAS_MASK:
-        neps = tl.load(NEPS + b)
-    else:
-        neps = neps_scalar
+    r_base = RDEN + pid_bh.to(tl.int64) * L * 2
     first_d = offs_d[None, :] < HALF
     first_n = offs_n[None, :] < HALF
     q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
@@ -377,14 +413,11 @@ def _bwd_q_blocked_kernel(
         q = tl.load(q_base + offs_l[:, None] * stride_ql + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
         do = tl.load(do_base + offs_l[:, None] * stride_dol + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
         o = tl.load(o_base + offs_l[:, None] * stride_ol + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
-        e, lg = _abs_pow(q, p)
+        e, lg = _phi(q, p, FAST_LOG)
         qp = tl.where(q > 0.0, e, 0.0)
         qn = tl.where(q < 0.0, e, 0.0)
-        d1 = tl.sum(qp * zp[None, :] + qn * zn[None, :], axis=1) + neps
-        d2 = tl.sum(qn * zp[None, :] + qp * zn[None, :], axis=1) + neps
-        # Rows past L load zeros; keep their normaliser finite so 0/0 never enters a dot.
-        r1 = 1.0 / tl.where(lmask, d1, 1.0)
-        r2 = 1.0 / tl.where(lmask, d2, 1.0)
+        r1 = tl.load(r_base + offs_l * 2, mask=lmask, other=0.0)  # 1 / normaliser, saved by the forward
+        r2 = tl.load(r_base + offs_l * 2 + 1, mask=lmask, other=0.0)
         dot_o = do * o
         dd1 = -tl.sum(tl.where(first_d, dot_o, 0.0), axis=1) * r1  # dL/d(den of x_sim)
         dd2 = -tl.sum(tl.where(first_d, 0.0, dot_o), axis=1) * r2
@@ -403,7 +436,7 @@ def _bwd_q_blocked_kernel(
             nfmask = lmask[:, None] & nmask[None, :]
             q_n = tl.load(q_base + offs_l[:, None] * stride_ql + offs_n[None, :], mask=nfmask,
                           other=0.0).to(tl.float32)
-            e_n, lg_n = _abs_pow(q_n, p_n)
+            e_n, lg_n = _phi(q_n, p_n, FAST_LOG)
             do_n = tl.load(do_base + offs_l[:, None] * stride_dol + offs_n[None, :], mask=nfmask,
                            other=0.0).to(tl.float32)
             g_n = do_n * tl.where(first_n, r1[:, None], r2[:, None])
@@ -437,19 +470,19 @@ def _bwd_q_blocked_kernel(
         tl.store(mn_ptr, acc_mn, mask=smask)
         tl.store(dst + 2 * D * D + offs_d, acc_zp, mask=zmask)
         tl.store(dst + 2 * D * D + D + offs_d, acc_zn, mask=zmask)
-    tl.store(DPQ + (pid_c * BH + pid_bh).to(tl.int64) * D + offs_n, acc_p, mask=nmask)
+    tl.atomic_add(DPOW + h * D + offs_n, acc_p * 0.6931471805599453, mask=nmask, sem="relaxed")
 
 
 @triton.jit
 def _bwd_k_kernel(
-    K, V, P, MASK, DST, DK, DV, DPK,
+    K, V, P, MASK, DST, DK, DV, DPOW,
     stride_kb, stride_kh, stride_kl,
     stride_vb, stride_vh, stride_vl,
     stride_dkb, stride_dkh, stride_dkl,
     stride_dvb, stride_dvh, stride_dvl,
-    H, L, BH, tiles_per_chunk,
+    H, L, tiles_per_chunk,
     D: tl.constexpr, DP: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
-    HAS_MASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr,
+    HAS_MASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr, FAST_LOG: tl.constexpr,
 ):
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -492,7 +525,7 @@ def _bwd_k_kernel(
         nfmask = lmask[:, None] & nmask[None, :]
         k = tl.load(k_base + offs_l[:, None] * stride_kl + offs_d[None, :], mask=fmask, other=0.0).to(tl.float32)
         v = tl.load(v_base + offs_l[:, None] * stride_vl + offs_d[None, :], mask=fmask, other=0.0)
-        e, lg = _abs_pow(k, p)
+        e, lg = _phi(k, p, FAST_LOG)
         if HAS_MASK:
             m = tl.load(MASK + b * L + offs_l, mask=lmask, other=0).to(tl.float32)
         else:
@@ -513,32 +546,43 @@ def _bwd_k_kernel(
         else:
             k_n = tl.load(k_base + offs_l[:, None] * stride_kl + offs_n[None, :], mask=nfmask,
                           other=0.0).to(tl.float32)
-            e_n, lg_n = _abs_pow(k_n, p_n)
+            e_n, lg_n = _phi(k_n, p_n, FAST_LOG)
             em_n = e_n * m[:, None]
         gg = tl.where(k_n > 0.0, dkp, tl.where(k_n < 0.0, dkn, 0.0)) * em_n
         dk = tl.where(k_n > 0.0, gg, -gg) * p_n[None, :] * tl.exp2(-lg_n)
         tl.store(dk_base + offs_l[:, None] * stride_dkl + offs_n[None, :], dk.to(DK.dtype.element_ty), mask=nfmask)
         acc_p += tl.sum(gg * lg_n, axis=0)
-    tl.store(DPK + (pid_c * BH + pid_bh).to(tl.int64) * D + offs_n, acc_p, mask=nmask)
+    tl.atomic_add(DPOW + h * D + offs_n, acc_p * 0.6931471805599453, mask=nmask, sem="relaxed")
+
 
 
 # Launch parameters per kernel: rows per tile, warps, pipeline stages, optionally a
 # register cap (maxnreg); per head dim overrides in _CONFIGS_BY_D. Tuned on one H100
-# (see docs/polarity_kernel_notes.md); the interpreter ignores all but the tile rows.
+# (`python -m lra.bench_kernels --sweep`, docs/polarity_kernel_notes.md); the interpreter
+# ignores all but the tile rows. Launch plans are cached: after changing any of these
+# module settings, call ``_PLANS.clear()``.
 _CONFIGS: dict[str, dict[str, int | None]] = {
-    "state": {"BL": 64, "num_warps": 4, "num_stages": 2},
-    "out": {"BM": 64, "num_warps": 4, "num_stages": 2},
-    "bwd_dq": {"BM": 64, "num_warps": 4, "num_stages": 2},  # q side, D <= 64: dq
-    # 8 warps: at 4 warps Triton 3.6 miscompiled the D = 64 bfloat16 kernel on H100 (wrong
-    # key-sum gradients, later an illegal address); see docs/polarity_kernel_notes.md.
-    "bwd_dstate": {"BM": 64, "num_warps": 8, "num_stages": 2},  # q side, D <= 64: state gradients
+    "state": {"BL": 64, "num_warps": 4, "num_stages": 1},
+    "out": {"BM": 64, "num_warps": 4, "num_stages": 1},
+    "bwd_q1": {"BM": 32, "num_warps": 4, "num_stages": 2},  # q side, D <= 64: dq and state-gradient programs, one launch
+    "bwd_dq": {"BM": 32, "num_warps": 4, "num_stages": 2},  # q side, D <= 64, split launches: dq
+    "bwd_dstate": {"BM": 64, "num_warps": 4, "num_stages": 3},  # split launches: state gradients
     "bwd_q": {"BM": 64, "num_warps": 8, "num_stages": 2},  # q side, D = 128 (blocked kernel)
-    "bwd_k": {"BM": 64, "num_warps": 8, "num_stages": 2},
+    "bwd_k": {"BM": 64, "num_warps": 8, "num_stages": 3},
 }
 _CONFIGS_BY_D: dict[tuple[str, int], dict[str, int | None]] = {}
+# Code paths: one q-side launch for dq and the state gradients (else two); the hardware
+# log2 (lg2.approx, ~2^-22 relative error; else libdevice's correctly rounded software
+# log2, which left the kernels ALU-bound); direct launches of compiled kernels (else
+# Triton's launch path on every call). The flags are part of the plan key.
+_FLAGS: dict[str, bool] = {
+    "q_one_launch": True,
+    "fast_log": True,
+    "fast_launch": os.environ.get("LRA_POLARITY_FAST_LAUNCH", "1") != "0",
+}
 # Target number of programs per launch as a multiple of the SM count (L is split into
 # chunks until the grid reaches it).
-_WAVES = 4
+_WAVES = 8
 
 
 def _config(name: str, d: int, dtype: torch.dtype, device: torch.device) -> dict[str, int | None]:
@@ -562,7 +606,7 @@ def _config(name: str, d: int, dtype: torch.dtype, device: torch.device) -> dict
     return cfg
 
 
-def _launch_options(cfg: dict[str, int]) -> dict[str, int]:
+def _launch_options(cfg: dict[str, int | None]) -> dict[str, int]:
     """num_warps / num_stages, and a register cap (``maxnreg``) where a config sets one."""
     return {k: v for k, v in cfg.items() if k in ("num_warps", "num_stages", "maxnreg") and v is not None}
 
@@ -572,15 +616,19 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _chunks(n_tiles: int, programs_per_chunk: int, device: torch.device) -> tuple[int, int]:
     """Split n_tiles row tiles into chunks so the grid fills the machine: (n_chunks, tiles_per_chunk)."""
     if device.type == "cuda":
         target = _WAVES * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-        n_chunks = max(1, min(n_tiles, -(-target // max(programs_per_chunk, 1))))
+        n_chunks = max(1, min(n_tiles, _cdiv(target, max(programs_per_chunk, 1))))
     else:
         n_chunks = min(n_tiles, 2)  # interpreter: few programs, yet the split-L (atomic) path runs
-    per = -(-n_tiles // n_chunks)
-    return -(-n_tiles // per), per
+    per = _cdiv(n_tiles, n_chunks)
+    return _cdiv(n_tiles, per), per
 
 
 def _dot_types(dtype: torch.dtype) -> tuple[tl.dtype, str]:
@@ -608,126 +656,176 @@ def _layout(d: int) -> tuple[int, int, int]:
     return dp, bn, dp // bn
 
 
-def _forward(q: Tensor, k: Tensor, v: Tensor, p: Tensor, mask_u8: Tensor | None, neps: Tensor | None,
-             eps: float) -> tuple[Tensor, Tensor]:
+class _Launch:
+    """One kernel launch of a plan. Grid, integer arguments (strides, sizes), constexprs
+    and options are fixed by the plan's key; a call passes the pointers and floats.
+
+    The first call goes through Triton's JIT (compiling the kernel); later calls run the
+    compiled kernel's launcher directly, skipping Triton's per-call argument binding and
+    specialisation. The plan key holds everything Triton specialises on (dtypes, 16-byte
+    alignment, the integer arguments), so the compiled kernel is the one Triton would pick.
+    """
+
+    __slots__ = ("kernel", "grid", "ints", "meta", "meta_values", "opts", "runner")
+
+    def __init__(self, kernel, grid: tuple[int, int, int], ints: tuple, meta: dict, cfg: dict) -> None:
+        self.kernel, self.grid, self.ints, self.meta = kernel, grid, ints, meta
+        self.meta_values = tuple(meta.values())
+        self.opts = _launch_options(cfg)
+        self.runner = None
+
+    def __call__(self, ptrs: tuple, floats: tuple = ()) -> None:
+        if self.runner is not None:
+            self.runner(*ptrs, *self.ints, *floats, *self.meta_values)
+            return
+        args = (*ptrs, *self.ints, *floats)
+        compiled = self.kernel[self.grid](*args, **self.meta, **self.opts)
+        if (_FLAGS["fast_launch"] and not _INTERPRET and compiled is not None
+                and list(self.kernel.arg_names[len(args):]) == list(self.meta)):
+            self.runner = compiled[self.grid]  # takes the constexprs positionally, as Triton's own launch does
+
+
+# Launch plans by op signature (shapes, strides, dtypes, alignment, device, mask, flags).
+_PLANS: dict[tuple, tuple] = {}
+
+
+def _direct_launches() -> int:
+    """How many cached launches run their compiled kernel directly (for tests)."""
+    count = 0
+    for plan in _PLANS.values():
+        for item in plan:
+            for launch in item if isinstance(item, tuple) else (item,):
+                count += isinstance(launch, _Launch) and launch.runner is not None
+    return count
+
+
+def _fast_log() -> bool:
+    return _FLAGS["fast_log"] and not _INTERPRET and libdevice is not None
+
+
+def _align(*ts: Tensor) -> int:
+    """Bit i set when tensor i is 16-byte aligned (Triton specialises pointers on it)."""
+    bits = 0
+    for i, t in enumerate(ts):
+        bits |= (t.data_ptr() % 16 == 0) << i
+    return bits
+
+
+def _fwd_plan(q: Tensor, k: Tensor, v: Tensor, has_mask: bool, key: tuple) -> tuple:
     b, h, l, d = q.shape
     dp, bn, nb = _layout(d)
     op, prec = _dot_types(q.dtype)
-    has_mask = mask_u8 is not None
-    n_tiles_fn = lambda rows: triton.cdiv(l, rows)  # noqa: E731
-    dummy = p  # placeholder pointer for unused arguments
-
+    fast_log = _fast_log()
     cs = _config("state", d, q.dtype, q.device)
-    n_c, per = _chunks(n_tiles_fn(cs["BL"]), b * h * nb, q.device)
+    n_c, per = _chunks(_cdiv(l, cs["BL"]), b * h * nb, q.device)
     atomic = n_c > 1
-    state_size = 2 * d * d + 2 * d
-    alloc = torch.zeros if atomic else torch.empty
-    state = alloc((b * h, state_size), device=q.device, dtype=torch.float32)  # (Mp, Mn, zp, zn)
-    _fwd_state_kernel[(n_c, b * h, nb)](
-        k, v, p, mask_u8 if has_mask else dummy, state,
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        h, l, per,
-        D=d, DP=dp, HALF=d // 2, BN=bn, BL=cs["BL"],
-        HAS_MASK=has_mask, ATOMIC=atomic, OP=op, PREC=prec,
-        **_launch_options(cs),
-    )
-
+    state = _Launch(_fwd_state_kernel, (n_c, b * h, nb),
+                    (*k.stride()[:3], *v.stride()[:3], h, l, per),
+                    dict(D=d, DP=dp, HALF=d // 2, BN=bn, BL=cs["BL"], HAS_MASK=has_mask, ATOMIC=atomic, OP=op,
+                         PREC=prec, FAST_LOG=fast_log), cs)
     co = _config("out", d, q.dtype, q.device)
-    o = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)  # (B, H, L, D)
-    n_c, per = _chunks(n_tiles_fn(co["BM"]), b * h * nb, q.device)
-    _fwd_out_kernel[(n_c, b * h, nb)](
-        q, p, state, neps if has_mask else dummy, o,
-        q.stride(0), q.stride(1), q.stride(2),
-        o.stride(0), o.stride(1), o.stride(2),
-        h, l, per, float(l) * eps,
-        D=d, DP=dp, HALF=d // 2, BN=bn, BM=co["BM"],
-        HAS_MASK=has_mask, OP=op, PREC=prec,
-        **_launch_options(co),
-    )
-    return o, state
+    n_c, per = _chunks(_cdiv(l, co["BM"]), b * h * nb, q.device)
+    out = _Launch(_fwd_out_kernel, (n_c, b * h, nb),
+                  (*q.stride()[:3], h * l * d, l * d, d, h, l, per),  # o is contiguous
+                  dict(D=d, DP=dp, HALF=d // 2, BN=bn, BM=co["BM"], HAS_MASK=has_mask, OP=op, PREC=prec,
+                       FAST_LOG=fast_log), co)
+    plan = (torch.zeros if atomic else torch.empty, state, out)
+    _PLANS[key] = plan
+    return plan
 
 
-def _backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, p: Tensor, o: Tensor, state: Tensor,
-              mask_u8: Tensor | None, neps: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _forward(q: Tensor, k: Tensor, v: Tensor, p: Tensor, mask_u8: Tensor | None, neps: Tensor | None,
+             eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(o, state, rden): the output, the float32 (Mp, Mn, zp, zn) per head and the two
+    reciprocal normalisers per row, (B*H, L, 2) float32."""
     b, h, l, d = q.shape
-    dp_, bn, nb = _layout(d)
-    op, prec = _dot_types(q.dtype)
     has_mask = mask_u8 is not None
-    dummy = p
+    aligned = _align(q, k, v, mask_u8) if has_mask else _align(q, k, v)
+    key = ("fwd", q.shape, q.stride(), k.stride(), v.stride(), q.dtype, q.device, has_mask, aligned,
+           *_FLAGS.values(), _WAVES)
+    plan = _PLANS.get(key) or _fwd_plan(q, k, v, has_mask, key)
+    alloc, state_launch, out_launch = plan
+    state = alloc((b * h, 2 * d * d + 2 * d), device=q.device, dtype=torch.float32)  # (Mp, Mn, zp, zn)
+    o = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)
+    rden = torch.empty((b * h, l, 2), device=q.device, dtype=torch.float32)
+    state_launch((k, v, p, mask_u8 if has_mask else p, state))
+    out_launch((q, p, state, neps if has_mask else p, o, rden), (float(l) * eps,))
+    return o, state, rden
 
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    plan = [("bwd_dq", True, False), ("bwd_dstate", False, True)] if nb == 1 else [("bwd_q", True, True)]
-    for name, do_dq, do_dstate in plan:
-        cq = _config(name, d, q.dtype, q.device)
-        n_c, per = _chunks(triton.cdiv(l, cq["BM"]), b * h * nb, q.device)
-        atomic = n_c > 1
-        if do_dstate:
-            alloc = torch.zeros if atomic else torch.empty
-            dstate = alloc((b * h, 2 * d * d + 2 * d), device=q.device, dtype=torch.float32)  # (dA, dB, dzp, dzn)
-        if do_dq:
-            dpq = torch.empty((n_c, b * h, d), device=q.device, dtype=torch.float32)
-        strides = (
-            q.stride(0), q.stride(1), q.stride(2),
-            do.stride(0), do.stride(1), do.stride(2),
-            o.stride(0), o.stride(1), o.stride(2),
-            dq.stride(0), dq.stride(1), dq.stride(2),
-        )
-        if nb == 1:
-            _bwd_q_kernel[(n_c, b * h)](
-                q, do, o, p, state, neps if has_mask else dummy, dq,
-                dstate if do_dstate else dummy, dpq if do_dq else dummy,
-                *strides, h, l, b * h, per, float(l) * eps,
-                D=d, DP=dp_, HALF=d // 2, BM=cq["BM"], HAS_MASK=has_mask, ATOMIC=atomic, OP=op, PREC=prec,
-                DO_DQ=do_dq, DO_DSTATE=do_dstate, **_launch_options(cq),
-            )
-        else:
-            _bwd_q_blocked_kernel[(n_c, b * h, nb)](
-                q, do, o, p, state, neps if has_mask else dummy, dq, dstate, dpq,
-                *strides, h, l, b * h, per, float(l) * eps,
-                D=d, DP=dp_, HALF=d // 2, BN=bn, BM=cq["BM"], HAS_MASK=has_mask, ATOMIC=atomic, OP=op,
-                PREC=prec, **_launch_options(cq),
-            )
 
+def _bwd_plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, o: Tensor, has_mask: bool, key: tuple) -> tuple:
+    b, h, l, d = q.shape
+    dp, bn, nb = _layout(d)
+    op, prec = _dot_types(q.dtype)
+    fast_log = _fast_log()
+    # dq, dk, dv are contiguous (B, H, L, D).
+    q_ints = (*q.stride()[:3], *do.stride()[:3], *o.stride()[:3], h * l * d, l * d, d)
+    launches = []
+    if nb == 1:
+        plan = [("bwd_q1", 2)] if _FLAGS["q_one_launch"] else [("bwd_dq", 0), ("bwd_dstate", 1)]
+        for name, part in plan:
+            cq = _config(name, d, q.dtype, q.device)
+            n_parts = 2 if part == 2 else 1
+            n_c, per = _chunks(_cdiv(l, cq["BM"]), b * h * n_parts, q.device)
+            launches.append(_Launch(_bwd_q_kernel, (n_c, b * h, n_parts), (*q_ints, h, l, per),
+                                    dict(D=d, DP=dp, HALF=d // 2, BM=cq["BM"], ATOMIC=n_c > 1, OP=op, PREC=prec,
+                                         FAST_LOG=fast_log, PART=part), cq))
+    else:
+        cq = _config("bwd_q", d, q.dtype, q.device)
+        n_c, per = _chunks(_cdiv(l, cq["BM"]), b * h * nb, q.device)
+        launches.append(_Launch(_bwd_q_blocked_kernel, (n_c, b * h, nb), (*q_ints, h, l, per),
+                                dict(D=d, DP=dp, HALF=d // 2, BN=bn, BM=cq["BM"], ATOMIC=n_c > 1, OP=op, PREC=prec,
+                                     FAST_LOG=fast_log), cq))
     ck = _config("bwd_k", d, q.dtype, q.device)
-    n_c, per = _chunks(triton.cdiv(l, ck["BM"]), b * h * nb, q.device)
-    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
-    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
-    dpk = torch.empty((n_c, b * h, d), device=q.device, dtype=torch.float32)
-    _bwd_k_kernel[(n_c, b * h, nb)](
-        k, v, p, mask_u8 if has_mask else dummy, dstate, dk, dv, dpk,
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        dk.stride(0), dk.stride(1), dk.stride(2),
-        dv.stride(0), dv.stride(1), dv.stride(2),
-        h, l, b * h, per,
-        D=d, DP=dp_, BN=bn, BM=ck["BM"],
-        HAS_MASK=has_mask, OP=op, PREC=prec,
-        **_launch_options(ck),
-    )
-    # Kernels sum G * log2|x|; d phi / d p = phi ln x.
-    dpower = (dpq.view(-1, b, h, d).sum((0, 1)) + dpk.view(-1, b, h, d).sum((0, 1))) * _LN2  # (H, D)
+    n_c, per = _chunks(_cdiv(l, ck["BM"]), b * h * nb, q.device)
+    k_launch = _Launch(_bwd_k_kernel, (n_c, b * h, nb),
+                       (*k.stride()[:3], *v.stride()[:3], h * l * d, l * d, d, h * l * d, l * d, d, h, l, per),
+                       dict(D=d, DP=dp, BN=bn, BM=ck["BM"], HAS_MASK=has_mask, OP=op, PREC=prec, FAST_LOG=fast_log),
+                       ck)
+    plan = (tuple(launches), k_launch)
+    _PLANS[key] = plan
+    return plan
+
+
+def _backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, p: Tensor, o: Tensor, state: Tensor, rden: Tensor,
+              mask_u8: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    b, h, l, d = q.shape
+    has_mask = mask_u8 is not None
+    aligned = _align(q, k, v, do, o, mask_u8) if has_mask else _align(q, k, v, do, o)
+    key = ("bwd", q.shape, q.stride(), k.stride(), v.stride(), do.stride(), o.stride(), q.dtype, q.device, has_mask,
+           aligned, *_FLAGS.values(), _WAVES)
+    plan = _PLANS.get(key) or _bwd_plan(q, k, v, do, o, has_mask, key)
+    q_launches, k_launch = plan
+    n_state = b * h * (2 * d * d + 2 * d)
+    # One zeroed float32 buffer: the state gradients (dA, dB, dzp, dzn) per head, then dpower (H, D).
+    grads = torch.zeros(n_state + h * d, device=q.device, dtype=torch.float32)
+    dstate = grads[:n_state]
+    dpower = grads[n_state:].view(h, d)
+    dq = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)
+    for launch in q_launches:
+        launch((q, do, o, p, state, rden, dq, dstate, dpower))
+    dk = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)
+    dv = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)
+    k_launch((k, v, p, mask_u8 if has_mask else p, dstate, dk, dv, dpower))
     return dq, dk, dv, dpower
 
 
 class _PolarityAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, p: Tensor, key_mask: Tensor | None, eps: float) -> Tensor:
-        b, _, l, _ = q.shape
         if key_mask is None:
             mask_u8 = neps = None
         else:
             mask_u8 = key_mask.contiguous().view(torch.uint8)  # (B, L), 1 = real key
-            neps = key_mask.sum(dim=1, dtype=torch.float32).clamp_min(1.0) * eps  # (B,) n * eps
-        o, state = _forward(q, k, v, p, mask_u8, neps, eps)
-        ctx.save_for_backward(q, k, v, p, o, state, mask_u8, neps)
-        ctx.eps = eps
+            neps = key_mask.sum(dim=1, dtype=torch.float32).clamp_min_(1.0).mul_(eps)  # (B,) n * eps
+        o, state, rden = _forward(q, k, v, p, mask_u8, neps, eps)
+        ctx.save_for_backward(q, k, v, p, o, state, rden, mask_u8)
         return o
 
     @staticmethod
     def backward(ctx, do: Tensor):
-        q, k, v, p, o, state, mask_u8, neps = ctx.saved_tensors
-        dq, dk, dv, dp = _backward(_rows(do), q, k, v, p, o, state, mask_u8, neps, ctx.eps)
+        q, k, v, p, o, state, rden, mask_u8 = ctx.saved_tensors
+        dq, dk, dv, dp = _backward(_rows(do), q, k, v, p, o, state, rden, mask_u8)
         return dq, dk, dv, dp, None, None
 
 
@@ -773,20 +871,26 @@ def polarity_attention(
             raise ValueError(f"key_mask must be (B, L) = {(b, l)}, got {tuple(key_mask.shape)}")
         if key_mask.dtype != torch.bool:
             raise ValueError(f"key_mask must be bool (True = real key), got {key_mask.dtype}")
-        key_mask = key_mask.to(q.device)
+        if key_mask.device != q.device:
+            key_mask = key_mask.to(q.device)
     if q.dtype == torch.float64:
         return _reference_attention(q, k, v, power, key_mask=key_mask, eps=eps)
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"q must be float32, float16 or bfloat16, got {q.dtype}")
     if d > 64 and d != 128:
         raise ValueError(f"head dim D must be <= 64 or 128 for the Triton kernels, got {d}; use the reference")
-    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if not q.is_cuda and not _INTERPRET:
         raise RuntimeError("the Triton polarity kernels need CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
     if k.device != q.device or v.device != q.device:
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
     if l == 0 or b * h == 0:
         raise ValueError(f"empty input shape {tuple(q.shape)}")
-    k = k.to(q.dtype)
-    v = v.to(q.dtype)
-    p = _as_power(power.to(device=q.device, dtype=torch.float32), h, d).reshape(h, d).contiguous()  # (H, D)
+    if k.dtype != q.dtype:
+        k = k.to(q.dtype)
+    if v.dtype != q.dtype:
+        v = v.to(q.dtype)
+    if power.shape == (h, d) and power.dtype == torch.float32 and power.device == q.device and power.is_contiguous():
+        p = power  # the model's layout: no reshaping ops on the hot path
+    else:
+        p = _as_power(power.to(device=q.device, dtype=torch.float32), h, d).reshape(h, d).contiguous()  # (H, D)
     return _PolarityAttention.apply(_rows(q), _rows(k), _rows(v), p, key_mask, float(eps))
