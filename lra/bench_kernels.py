@@ -122,6 +122,20 @@ def _measure(fn: Callable, shape: tuple[int, int, int, int], dtype: torch.dtype)
     return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "fwd_mem_mb": fwd_mem, "fwd_bwd_mem_mb": fwd_bwd_mem}
 
 
+def host_us_per_call(fn: Callable[[], object], n: int = 200, warmup: int = 10) -> float:
+    """Host (Python + launch) microseconds per call of ``fn``: the loop's wall time without
+    waiting for the GPU (which must keep up; time it with CUDA events to check)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    dt = (time.perf_counter() - t0) / n * 1e6
+    torch.cuda.synchronize()
+    return dt
+
+
 def host_overhead_us(n: int = 200) -> dict[str, float | str]:
     """Host (Python + launch) time per Triton call on a tiny shape, microseconds.
 
@@ -149,15 +163,7 @@ def host_overhead_us(n: int = 200) -> dict[str, float | str]:
     }
 
     def per_call(fn) -> float:
-        for _ in range(10):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        dt = (time.perf_counter() - t0) / n * 1e6
-        torch.cuda.synchronize()
-        return dt
+        return host_us_per_call(fn, n, warmup=10)
 
     out: dict[str, float | str] = {name: per_call(fn) for name, fn in cases.items()}
     # Device time of the same calls (CUDA events): if it matches the host time, the

@@ -72,8 +72,19 @@ class TrainSampler:
         self.pos = state["pos"]
 
 
-def eval_batches(n: int, batch_size: int, max_batches: int, device: torch.device):
-    """Sequential index batches over the first ``max_batches`` batches (all when 0)."""
+def eval_batches(n: int, batch_size: int, max_batches: int, device: torch.device, seed: int = 0):
+    """Index batches over the whole split (``max_batches`` 0), or over a fixed random subset
+    of ``max_batches`` batches, the same for every evaluation of a run.
+
+    A subset must be random, not the first rows: split files can be sorted by label (the
+    IMDB test split is 12,500 negatives then 12,500 positives), and the first rows would
+    be one class, turning "best validation accuracy" into "most often predicts that class".
+    """
     total = n if max_batches == 0 else min(n, max_batches * batch_size)
+    if total == n:
+        order = torch.arange(n)
+    else:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:total].sort().values
+    order = order.to(device)
     for start in range(0, total, batch_size):
-        yield torch.arange(start, min(start + batch_size, total), device=device)
+        yield order[start : start + batch_size]

@@ -5,11 +5,11 @@ kernel[grid](...), through the compiled kernel's [grid] runner, and through its 
 launcher; the polarity op's forward launcher and forward+backward for scale.
 """
 
-import time
-
 import torch
 import triton
 import triton.language as tl
+
+from lra.bench_kernels import host_us_per_call
 
 
 @triton.jit
@@ -19,15 +19,7 @@ def _tiny(X, Y, n, a, b, c, d, e, f, g, h, BLOCK: tl.constexpr, FLAG: tl.constex
 
 
 def per_call(fn, n=2000):
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    dt = (time.perf_counter() - t0) / n * 1e6
-    torch.cuda.synchronize()
-    return dt
+    return host_us_per_call(fn, n, warmup=50)
 
 
 x = torch.randn(64, device="cuda")

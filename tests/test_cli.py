@@ -80,3 +80,25 @@ def test_tiny_run_then_table(tmp_path):
 def test_table_without_runs_fails(tmp_path):
     r = CliRunner().invoke(lra, ["table", "--runs", str(tmp_path)])
     assert r.exit_code != 0 and "no finished runs" in r.output
+
+
+def test_reproduction_command_runs_retrieval_on_a_small_aan_file(tmp_path, monkeypatch):
+    # Issue 8: no AAN data here. The reproduction command (skyformer protocol, polarity
+    # alpha=3, --source retrieval=PATH) runs on a small AAN-format folder; only the
+    # length and the number of steps are cut for a CPU test.
+    from tests.lra.test_quick_tasks import _aan
+
+    monkeypatch.setenv("LRA_DATA", str(tmp_path / "data"))
+    aan = _aan(tmp_path / "aan", n=48)
+    out = tmp_path / "runs"
+    r = CliRunner().invoke(lra, [
+        "sweep", "--tasks", "retrieval", "--attention", "polarity:alpha=3", "--seeds", "0",
+        "--protocol", "skyformer", "--source", f"retrieval={aan}", "--out", str(out), "--no-progress",
+        "--set", "data.seq_len=64", "--set", "train.steps=8", "--set", "train.eval_every=4",
+        "--set", "train.batch_size=8", "--set", "train.eval_batches=2", "--set", "train.warmup=1",
+    ])
+    assert r.exit_code == 0, r.output
+    (result,) = out.glob("retrieval/*/*/result.json")
+    rec = json.loads(result.read_text())
+    assert rec["status"] == "finished" and rec["variant"] == "polarity:alpha=3" and rec["protocol"] == "skyformer"
+    assert 0.0 <= rec["test_acc"] <= 1.0
