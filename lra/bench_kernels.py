@@ -504,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     shapes = None if args.shapes is None else [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",") if s]
     sweep_kernels = None if args.sweep_kernels is None else [k for k in args.sweep_kernels.split(",") if k]
+    unknown = sorted(set(sweep_kernels or []) - {*_SWEEP_KERNELS, "all"})
+    if unknown:
+        parser.error(f"unknown kernel(s) {', '.join(unknown)}; valid: {', '.join([*_SWEEP_KERNELS, 'all'])}")
     if args.sweep_warm:
         i, n = (int(x) for x in args.sweep_warm.split("/"))
         sweep_configs(shapes, dtype=args.dtype, part=(i, n), timing=False, kernels=sweep_kernels)

@@ -330,7 +330,8 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
         "test_majority_rate": float(np.bincount(test_y).max() / len(test_y)),
         "steps": t.steps, "train_seconds": round(train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - t_start, 3), "resumed_from": resumed_from,
-        "world_size": dist.world, "cuda_graph": graphed is not None, "parameters": n_params, **peak_memory_bytes(device), "env": records.environment(),
+        "world_size": dist.world, "cuda_graph": graphed is not None, "parameters": n_params,
+        **peak_memory_bytes(device), "env": records.environment(),
     }
     if dist.main:
         records.write_json_atomic(run_dir / records.RESULT, result)

@@ -177,8 +177,11 @@ def test_q_side_as_two_launches(poisoned, monkeypatch, d):
     # The q-side backward runs its dq and state-gradient programs in one launch by default;
     # the two-launch path must give the same results.
     monkeypatch.setitem(poisoned._FLAGS, "q_one_launch", False)
+    poisoned._PLANS.clear()
     args = _inputs(2, 2, 200, d, torch.float32, "cpu", padded=True, seed=7)
     _check(poisoned.polarity_attention, *args, tol=TOL[torch.float32])
+    (bwd,) = [plan for key, plan in poisoned._PLANS.items() if key[0] == "bwd"]
+    assert [launch.meta["PART"] for launch in bwd[0]] == [0, 1]  # the two-launch path ran
 
 
 def test_shape_errors():
