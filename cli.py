@@ -420,12 +420,21 @@ def bench_input(task: str, protocol: str, attention: str, source: str | None, se
 @bench.command("kernels")
 @click.option("--out", default=None, help="Write the rows as JSON here.")
 @click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "fp16", "fp32"]))
-def bench_kernels(out: str | None, dtype: str) -> None:
+@click.option("--graphs/--no-graphs", default=True, show_default=True,
+              help="Also time each call replayed as a CUDA graph (GPU time without host work).")
+def bench_kernels(out: str | None, dtype: str, graphs: bool) -> None:
     """Polarity attention: Triton kernel vs PyTorch reference vs SDPA flash, fwd and fwd+bwd,
-    at the LRA shapes and a length sweep; achieved bandwidth against a copy (CUDA only)."""
+    eager and as CUDA-graph replays, at the LRA shapes and a length sweep; achieved
+    bandwidth against a copy (CUDA only)."""
+    import torch
+
     from lra import bench_kernels as bk
 
-    rows = bk.run(None, None, dtype=dtype, out_json=out, progress=click.echo)
+    if not torch.cuda.is_available():
+        click.echo("error: lra bench kernels needs a CUDA GPU (the Triton kernels, SDPA flash and the timings "
+                   "are GPU-only); torch.cuda.is_available() is False here", err=True)
+        sys.exit(2)
+    rows = bk.run(None, None, dtype=dtype, out_json=out, progress=click.echo, graphs=graphs)
     click.echo(bk.format_table(rows))
 
 

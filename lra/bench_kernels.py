@@ -1,8 +1,9 @@
 """Kernel benchmark: fused Triton polarity attention vs its PyTorch reference vs SDPA flash.
 
 Each shape (B, H, L, D) is timed forward and forward+backward (median, cold L2, through
-``triton.testing.do_bench``) with the extra peak memory each call allocates beyond its
-inputs. A device-to-device copy is timed in the same run; the Triton forward's achieved
+``triton.testing.do_bench``: host and GPU work as a user's eager call runs) and again as a
+CUDA-graph replay (the GPU time alone), with the extra peak memory each call allocates
+beyond its inputs. A device-to-device copy is timed in the same run; the Triton forward's achieved
 bandwidth (q, k, v read and o written once) is reported against it, with the byte floor
 that bandwidth implies.
 
@@ -57,6 +58,39 @@ def _median_ms(fn: Callable[[], object]) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
+def _median_graph_ms(fn: Callable[[], object], reps: int = 100) -> float:
+    """Median ms of one replay of ``fn`` captured as a CUDA graph, cold L2 as in ``_median_ms``.
+
+    Graph replay launches the captured kernels with no Python, allocator or autograd work
+    in between: the GPU time of the call, without the host time of launching it.
+    """
+    import triton.testing
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture (allocator, autograd threads)
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    cache = triton.runtime.driver.active.get_empty_cache_for_benchmark()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for _ in range(5):
+        graph.replay()
+    for i in range(reps):
+        cache.zero_()  # evict L2, as do_bench does between calls
+        starts[i].record()
+        graph.replay()
+        ends[i].record()
+    torch.cuda.synchronize()
+    times = sorted(start.elapsed_time(end) for start, end in zip(starts, ends))
+    del graph
+    return float(times[len(times) // 2])
+
+
 def _extra_peak_mb(fn: Callable[[], object]) -> float:
     """Peak memory allocated by one call beyond what was live before it, MiB."""
     torch.cuda.synchronize()
@@ -103,7 +137,9 @@ def _inputs(shape: tuple[int, int, int, int], dtype: torch.dtype):
     return q, k, v, power, do
 
 
-def _measure(fn: Callable, shape: tuple[int, int, int, int], dtype: torch.dtype) -> dict:
+def _measure(fn: Callable, shape: tuple[int, int, int, int], dtype: torch.dtype, graphs: bool = True) -> dict:
+    """Eager medians (host and GPU together, as a user's call runs) and, with ``graphs``,
+    CUDA-graph replay medians (GPU time alone) of the forward and forward+backward."""
     q, k, v, power, do = _inputs(shape, dtype)
     with torch.no_grad():
         fwd = lambda: fn(q, k, v, power)  # noqa: E731
@@ -119,7 +155,17 @@ def _measure(fn: Callable, shape: tuple[int, int, int, int], dtype: torch.dtype)
     fwd_bwd()
     fwd_bwd_mem = _extra_peak_mb(fwd_bwd)
     fwd_bwd_ms = _median_ms(fwd_bwd)
-    return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "fwd_mem_mb": fwd_mem, "fwd_bwd_mem_mb": fwd_bwd_mem}
+    out = {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "fwd_mem_mb": fwd_mem, "fwd_bwd_mem_mb": fwd_bwd_mem}
+    if graphs:
+        reps = lambda ms: max(10, min(100, int(300 / max(ms, 1e-3))))  # noqa: E731 - about 0.3 s a case
+        try:
+            with torch.no_grad():
+                out["fwd_graph_ms"] = _median_graph_ms(fwd, reps(fwd_ms))
+            out["fwd_bwd_graph_ms"] = _median_graph_ms(fwd_bwd, reps(fwd_bwd_ms))
+        except Exception as e:  # e.g. out of memory in the graph's pool: keep the eager numbers
+            out["graph_status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            torch.cuda.synchronize()
+    return out
 
 
 def host_us_per_call(fn: Callable[[], object], n: int = 200, warmup: int = 10) -> float:
@@ -153,9 +199,23 @@ def host_overhead_us(n: int = 200) -> dict[str, float | str]:
     q, k, v, power, do = _inputs((1, 1, 64, 64), torch.bfloat16)
     p = power.contiguous()
     leaves = [t.requires_grad_() for t in (q, k, v, power)]
-    saved = fused._forward(q, k, v, p, None, None, 1e-6)  # (o, state, rden)
+    saved = fused._forward(q, k, v, p, None, None, 1e-6)  # (o, work, plan)
     fwd_bwd = lambda: torch.autograd.grad(fused.polarity_attention(*leaves), leaves, do)  # noqa: E731
+    class _Floor(torch.autograd.Function):
+        """An op with the same inputs and a Python backward that launches nothing: the
+        fixed host cost any autograd.Function pays on this machine."""
+
+        @staticmethod
+        def forward(ctx, q, k, v, p):
+            return torch.empty_like(q)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, g, g, None
+
     cases = {
+        "floor_builtin_op_fwd_bwd": lambda: torch.autograd.grad(leaves[0] * 1.0, leaves[0], do),
+        "floor_python_fn_fwd_bwd": lambda: torch.autograd.grad(_Floor.apply(*leaves), leaves[:3], do),
         "fwd": lambda: fused.polarity_attention(q, k, v, power),
         "fwd_bwd": fwd_bwd,
         "launch_forward": lambda: fused._forward(q, k, v, p, None, None, 1e-6),
@@ -247,6 +307,7 @@ def run(
     dtype: str = "bf16",
     out_json: str | None = None,
     progress: Callable[[str], object] = print,
+    graphs: bool = True,
 ) -> list[dict]:
     """Benchmark Triton / reference / SDPA flash on every shape; one row per (shape, impl).
 
@@ -258,6 +319,8 @@ def run(
         out_json: if given, ``{"environment": ..., "rows": [...]}`` is written there
             atomically (temp file, then ``os.replace``).
         progress: called with one line per measured row.
+        graphs: also time each call replayed as a CUDA graph (``fwd_graph_ms``,
+            ``fwd_bwd_graph_ms``): the GPU time without the host's launch work.
 
     Returns:
         Rows with shape, impl, fwd_ms, fwd_bwd_ms (medians), fwd_mem_mb, fwd_bwd_mem_mb
@@ -282,9 +345,9 @@ def run(
         for name, fn in impls.items():
             row = {"shape": f"{b}x{h}x{l}x{d}", "B": b, "H": h, "L": l, "D": d, "dtype": dtype, "impl": name,
                    "device": env["device"], "fwd_ms": None, "fwd_bwd_ms": None, "fwd_mem_mb": None,
-                   "fwd_bwd_mem_mb": None, "status": "ok"}
+                   "fwd_bwd_mem_mb": None, "fwd_graph_ms": None, "fwd_bwd_graph_ms": None, "status": "ok"}
             try:
-                row.update(_measure(fn, shape, torch_dtype))
+                row.update(_measure(fn, shape, torch_dtype, graphs=graphs))
             except torch.cuda.OutOfMemoryError:
                 row["status"] = "oom"
             except Exception as e:  # a failing impl is recorded, the sweep goes on
@@ -317,16 +380,20 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 
 def _row_line(row: dict) -> str:
+    graphed = ""
+    if row.get("fwd_bwd_graph_ms") is not None:
+        graphed = f" (graph replay {_fmt(row['fwd_graph_ms'])} / {_fmt(row['fwd_bwd_graph_ms'])} ms)"
     return (f"{row['shape']:>16} {row['dtype']} {row['impl']:>10}: fwd {_fmt(row['fwd_ms'])} ms, "
-            f"fwd+bwd {_fmt(row['fwd_bwd_ms'])} ms, {row['status']}")
+            f"fwd+bwd {_fmt(row['fwd_bwd_ms'])} ms{graphed}, {row['status']}")
 
 
 def format_table(rows: list[dict]) -> str:
-    """Markdown table of ``run``'s rows (times in ms, memory in MiB beyond the inputs)."""
+    """Markdown table of ``run``'s rows (times in ms, memory in MiB beyond the inputs;
+    "graph": the same call replayed as a CUDA graph, i.e. GPU time without host work)."""
     lines = [
-        "| shape B x H x L x D | dtype | impl | fwd ms | fwd+bwd ms | fwd MiB | fwd+bwd MiB "
-        "| fwd GB/s (of copy) | fwd byte floor ms | status |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| shape B x H x L x D | dtype | impl | fwd ms | fwd+bwd ms | graph fwd ms | graph fwd+bwd ms "
+        "| fwd MiB | fwd+bwd MiB | fwd GB/s (of copy) | fwd byte floor ms | status |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         bw = "-"
@@ -335,7 +402,8 @@ def format_table(rows: list[dict]) -> str:
         floor = _fmt(r.get("byte_floor_ms"))
         lines.append(
             f"| {r['B']} x {r['H']} x {r['L']} x {r['D']} | {r['dtype']} | {r['impl']} | {_fmt(r['fwd_ms'])} "
-            f"| {_fmt(r['fwd_bwd_ms'])} | {_fmt(r['fwd_mem_mb'], '.0f')} | {_fmt(r['fwd_bwd_mem_mb'], '.0f')} "
+            f"| {_fmt(r['fwd_bwd_ms'])} | {_fmt(r.get('fwd_graph_ms'))} | {_fmt(r.get('fwd_bwd_graph_ms'))} "
+            f"| {_fmt(r['fwd_mem_mb'], '.0f')} | {_fmt(r['fwd_bwd_mem_mb'], '.0f')} "
             f"| {bw} | {floor} | {r['status']} |"
         )
     return "\n".join(lines)
@@ -370,8 +438,8 @@ SWEEP_FLAGS: list[dict[str, bool]] = [
 
 def _errors(fused, q, k, v, p, do, want: list[torch.Tensor]) -> float:
     """Largest relative L2 error of (o, dq, dk, dv, dpower) against ``want``; inf on NaN."""
-    o, state, rden = fused._forward(q, k, v, p, None, None, 1e-6)
-    got = [o, *fused._backward(do, q, k, v, p, o, state, rden, None)]
+    o, work, plan = fused._forward(q, k, v, p, None, None, 1e-6)
+    got = [o, *fused._backward(do, q, k, v, p, o, work, plan, None)]
     worst = 0.0
     for x, y in zip(got, want):
         if not torch.isfinite(x).all():
@@ -439,8 +507,7 @@ def sweep_configs(
                 return fused._forward(q, k, v, p, None, None, 1e-6)
 
             def both():
-                o, st, rd = fwd()
-                return fused._backward(do, q, k, v, p, o, st, rd, None)
+                return fused._backward(do, q, k, v, p, *fwd(), None)
 
             jobs = [(kernel, which, flags, c) for kernel, (which, flags) in _SWEEP_KERNELS.items()
                     if kernels is None or kernel in kernels for c in (candidates or SWEEP_CANDIDATES)]
@@ -466,8 +533,8 @@ def sweep_configs(
                     entry["ok"] = entry["max_rel_err"] <= 1e-2
                     if timing:
                         if which == "bwd":
-                            o, st, rd = fwd()
-                            fn = lambda: fused._backward(do, q, k, v, p, o, st, rd, None)  # noqa: E731
+                            fwd_out = fwd()
+                            fn = lambda: fused._backward(do, q, k, v, p, *fwd_out, None)  # noqa: E731
                         else:
                             fn = fwd if which == "fwd" else both
                         entry["ms"] = float(triton.testing.do_bench(fn, warmup=5, rep=30, return_mode="median"))
@@ -492,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=None, help="comma-separated BxHxLxD list (default: the standard three)")
     parser.add_argument("--lengths", default=None, help="comma-separated lengths for the sweep ('' for none)")
     parser.add_argument("--no-tests", action="store_true", help="skip the GPU correctness tests")
+    parser.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph replay timings")
     parser.add_argument("--sweep", action="store_true", help="also time the kernels' launch settings")
     parser.add_argument("--profile", action="store_true", help="host overhead and per-kernel GPU time")
     parser.add_argument("--sweep-only", action="store_true", help="only the sweep (no tests, no benchmark)")
@@ -526,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         print(proc.stdout[-3000:] + proc.stderr[-2000:])
 
     lengths = None if args.lengths is None else [int(x) for x in args.lengths.split(",") if x]
-    rows = run(shapes, lengths, dtype=args.dtype, out_json=str(out / "bench_kernels.json"))
+    rows = run(shapes, lengths, dtype=args.dtype, out_json=str(out / "bench_kernels.json"), graphs=not args.no_graphs)
     table = format_table(rows)
     (out / "bench_kernels.md").write_text(table + "\n")
     print(table)

@@ -180,8 +180,39 @@ def test_q_side_as_two_launches(poisoned, monkeypatch, d):
     poisoned._PLANS.clear()
     args = _inputs(2, 2, 200, d, torch.float32, "cpu", padded=True, seed=7)
     _check(poisoned.polarity_attention, *args, tol=TOL[torch.float32])
-    (bwd,) = [plan for key, plan in poisoned._PLANS.items() if key[0] == "bwd"]
+    (fwd,) = poisoned._PLANS.values()
+    (bwd,) = fwd.bwd.values()
     assert [launch.meta["PART"] for launch in bwd[0]] == [0, 1]  # the two-launch path ran
+
+
+@cpu_only
+def test_no_grad_forward_matches_and_records_nothing(poisoned):
+    # Without gradients the op skips autograd and the gradient accumulators: same output.
+    q, k, v, power, mask, _ = _inputs(2, 2, 200, 32, torch.float32, "cpu", padded=True, seed=11)
+    with torch.no_grad():
+        o_ng = poisoned.polarity_attention(q, k, v, power, key_mask=mask)
+    o_plain = poisoned.polarity_attention(q, k, v, power, key_mask=mask)  # grad mode, no input needs grad
+    ins = [t.clone().requires_grad_() for t in (q, k, v, power)]
+    o = poisoned.polarity_attention(*ins, key_mask=mask)
+    assert o_ng.grad_fn is None and o_plain.grad_fn is None and o.grad_fn is not None
+    assert not torch.isnan(o_ng).any()
+    torch.testing.assert_close(o_ng, o.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(o_plain, o.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("b", "h", "l", "d"), [(1, 1, 1, 2), (3, 5, 63, 6), (2, 3, 7, 24), (1, 2, 5, 128)])
+def test_work_buffer_segments_are_16_byte_aligned(b, h, l, d):
+    # Direct launches pass addresses inside one float32 buffer where the first (JIT) call
+    # passed views; Triton specialised on 16-byte alignment, so every segment must keep it.
+    q = torch.zeros(b, h, l, d)
+    plan = kernels._fwd_plan(q, q, q, False, ("test-only",))
+    kernels._PLANS.pop(("test-only",))
+    offsets = [plan.rden, plan.dstate, plan.dpower, plan.n_fwd, plan.n_grad]
+    assert all(off % 4 == 0 for off in offsets), offsets
+    assert plan.rden >= b * h * (2 * d * d + 2 * d)
+    assert plan.dstate - plan.rden >= b * h * l * 2
+    assert plan.dpower - plan.dstate >= b * h * (2 * d * d + 2 * d)
+    assert plan.n_grad - plan.dpower >= h * d
 
 
 def test_shape_errors():

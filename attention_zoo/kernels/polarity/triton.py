@@ -30,15 +30,18 @@ two columns matter). Kernels (grids: (chunk of L, batch*head[, column block or p
   in two column blocks, keeping its float32 accumulators within registers.
 - ``_bwd_k_kernel``: recomputes phi(+-k); dk, dv and the k-side dpower.
 
-Feature maps never reach memory. Saved for the backward: q, k, v, p, o, the float32 state
-(2 D^2 + 2 D per head) and the reciprocal normalisers (2 per row). dpower is summed by
-the kernels (float32 atomics into one (H, D) buffer). Dots take phi in the input dtype
+Feature maps never reach memory. Saved for the backward: q, k, v, p, o and one float32
+work buffer: the state (2 D^2 + 2 D per head), the reciprocal normalisers (2 per row) and
+the backward's zeroed accumulators (state gradients, dpower (H, D)), summed by the
+kernels with float32 atomics. Dots take phi in the input dtype
 for bfloat16 inputs, and float32 operands otherwise (IEEE for float32 inputs, TF32 for
 float16 inputs, whose range could not hold relu(x)^p).
 
-Host side: after the first call of a kernel with a given specialisation, later calls
-launch the compiled kernel directly (``_launch``), skipping most of Triton's per-call
-Python work; the backward needs no torch ops besides its output buffers.
+Host side (the op is host-bound at LRA sizes): launch plans are cached per op signature
+(``_PLANS``); after the first call of a kernel, later calls launch the compiled kernel
+directly (``_Launch``), skipping most of Triton's per-call Python work, and pass plain
+addresses into the work buffer instead of views. A forward allocates two buffers (o,
+work), a backward three (dq, dk, dv); without gradients the op bypasses autograd.
 """
 
 from __future__ import annotations
@@ -83,6 +86,32 @@ def _phi(x, p, FAST_LOG: tl.constexpr):
         lg = tl.log2(safe)
     e = tl.where(nz, tl.exp2(lg * p[None, :]), 0.0)
     return e, lg
+
+
+@triton.jit
+def _store_state(base, offs_d, offs_n, dmask, nmask, x, y, zx, zy, zmask,
+                 D: tl.constexpr, HALF: tl.constexpr, ATOMIC: tl.constexpr):
+    """Write (or atomically add) one (DP, BN) column block of the per-head layout
+    (X', Y', zx, zy), X' = [x[:, :h] | y[:, h:]], Y' = [y[:, :h] | x[:, h:]] (h = D/2).
+
+    The forward stores (A, B, zp, zn) this way as (Mp, Mn, zp, zn); the q-side backward
+    stores (dMp, dMn, dzp, dzn) as (dA, dB, dzp, dzn). zx, zy are (DP,) vectors written
+    where zmask holds (one column block writes them)."""
+    cell = offs_d[:, None] * D + offs_n[None, :]
+    smask = dmask[:, None] & nmask[None, :]
+    first = offs_n[None, :] < HALF
+    x_ptr = base + cell + tl.where(first, 0, D * D)
+    y_ptr = base + cell + tl.where(first, D * D, 0)
+    if ATOMIC:
+        tl.atomic_add(x_ptr, x, mask=smask, sem="relaxed")
+        tl.atomic_add(y_ptr, y, mask=smask, sem="relaxed")
+        tl.atomic_add(base + 2 * D * D + offs_d, zx, mask=zmask, sem="relaxed")
+        tl.atomic_add(base + 2 * D * D + D + offs_d, zy, mask=zmask, sem="relaxed")
+    else:
+        tl.store(x_ptr, x, mask=smask)
+        tl.store(y_ptr, y, mask=smask)
+        tl.store(base + 2 * D * D + offs_d, zx, mask=zmask)
+        tl.store(base + 2 * D * D + D + offs_d, zy, mask=zmask)
 
 
 @triton.jit
@@ -139,23 +168,9 @@ def _fwd_state_kernel(
     z_n = tl.sum(acc_zn, axis=1)
 
     st = ST + pid_bh.to(tl.int64) * (2 * D * D + 2 * D)
-    first = offs_n[None, :] < HALF
-    smask = dmask[:, None] & nmask[None, :]
-    cell = offs_d[:, None] * D + offs_n[None, :]
     # A's first-half columns belong to Mp, its second half to Mn; B the other way.
-    a_ptr = st + cell + tl.where(first, 0, D * D)
-    b_ptr = st + cell + tl.where(first, D * D, 0)
     zmask = dmask & ((offs_d * 0 + pid_n) == 0)
-    if ATOMIC:
-        tl.atomic_add(a_ptr, acc_a, mask=smask, sem="relaxed")
-        tl.atomic_add(b_ptr, acc_b, mask=smask, sem="relaxed")
-        tl.atomic_add(st + 2 * D * D + offs_d, z_p, mask=zmask, sem="relaxed")
-        tl.atomic_add(st + 2 * D * D + D + offs_d, z_n, mask=zmask, sem="relaxed")
-    else:
-        tl.store(a_ptr, acc_a, mask=smask)
-        tl.store(b_ptr, acc_b, mask=smask)
-        tl.store(st + 2 * D * D + offs_d, z_p, mask=zmask)
-        tl.store(st + 2 * D * D + D + offs_d, z_n, mask=zmask)
+    _store_state(st, offs_d, offs_n, dmask, nmask, acc_a, acc_b, z_p, z_n, zmask, D, HALF, ATOMIC)
 
 
 @triton.jit
@@ -347,18 +362,7 @@ def _bwd_q_kernel(
         dzn = _col(acc_zn, 0) + _col(acc_zp, 1)
         dst = DST + pid_bh.to(tl.int64) * (2 * D * D + 2 * D)
         # dA = [dMp[:, :h] | dMn[:, h:]], dB = [dMn[:, :h] | dMp[:, h:]]; stored as (dA, dB, dzp, dzn).
-        mp_ptr = dst + cell + tl.where(first, 0, D * D)
-        mn_ptr = dst + cell + tl.where(first, D * D, 0)
-        if ATOMIC:
-            tl.atomic_add(mp_ptr, acc_mp, mask=smask, sem="relaxed")
-            tl.atomic_add(mn_ptr, acc_mn, mask=smask, sem="relaxed")
-            tl.atomic_add(dst + 2 * D * D + offs_d, dzp, mask=dmask, sem="relaxed")
-            tl.atomic_add(dst + 2 * D * D + D + offs_d, dzn, mask=dmask, sem="relaxed")
-        else:
-            tl.store(mp_ptr, acc_mp, mask=smask)
-            tl.store(mn_ptr, acc_mn, mask=smask)
-            tl.store(dst + 2 * D * D + offs_d, dzp, mask=dmask)
-            tl.store(dst + 2 * D * D + D + offs_d, dzn, mask=dmask)
+        _store_state(dst, offs_d, offs_d, dmask, dmask, acc_mp, acc_mn, dzp, dzn, dmask, D, HALF, ATOMIC)
 
 
 @triton.jit
@@ -454,22 +458,9 @@ def _bwd_q_blocked_kernel(
         acc_zn += tl.sum(dd1[:, None] * qn + dd2[:, None] * qp, axis=0)
 
     dst = DST + pid_bh.to(tl.int64) * (2 * D * D + 2 * D)
-    cell = offs_d[:, None] * D + offs_n[None, :]
-    smask = dmask[:, None] & nmask[None, :]
     # dA = [dMp[:, :h] | dMn[:, h:]], dB = [dMn[:, :h] | dMp[:, h:]]; stored as (dA, dB, dzp, dzn).
-    mp_ptr = dst + cell + tl.where(first_n, 0, D * D)
-    mn_ptr = dst + cell + tl.where(first_n, D * D, 0)
     zmask = dmask & ((offs_d * 0 + pid_n) == 0)
-    if ATOMIC:
-        tl.atomic_add(mp_ptr, acc_mp, mask=smask, sem="relaxed")
-        tl.atomic_add(mn_ptr, acc_mn, mask=smask, sem="relaxed")
-        tl.atomic_add(dst + 2 * D * D + offs_d, acc_zp, mask=zmask, sem="relaxed")
-        tl.atomic_add(dst + 2 * D * D + D + offs_d, acc_zn, mask=zmask, sem="relaxed")
-    else:
-        tl.store(mp_ptr, acc_mp, mask=smask)
-        tl.store(mn_ptr, acc_mn, mask=smask)
-        tl.store(dst + 2 * D * D + offs_d, acc_zp, mask=zmask)
-        tl.store(dst + 2 * D * D + D + offs_d, acc_zn, mask=zmask)
+    _store_state(dst, offs_d, offs_n, dmask, nmask, acc_mp, acc_mn, acc_zp, acc_zn, zmask, D, HALF, ATOMIC)
     tl.atomic_add(DPOW + h * D + offs_n, acc_p * 0.6931471805599453, mask=nmask, sem="relaxed")
 
 
@@ -685,18 +676,19 @@ class _Launch:
             self.runner = compiled[self.grid]  # takes the constexprs positionally, as Triton's own launch does
 
 
-# Launch plans by op signature (shapes, strides, dtypes, alignment, device, mask, flags).
-_PLANS: dict[tuple, tuple] = {}
+# Forward plans by op signature (shapes, strides, dtypes, alignment, device, mask, flags);
+# each holds its backward plans.
+_PLANS: dict[tuple, "_FwdPlan"] = {}
 
 
 def _direct_launches() -> int:
     """How many cached launches run their compiled kernel directly (for tests)."""
-    count = 0
+    launches = []
     for plan in _PLANS.values():
-        for item in plan:
-            for launch in item if isinstance(item, tuple) else (item,):
-                count += isinstance(launch, _Launch) and launch.runner is not None
-    return count
+        launches += [plan.state, plan.out]
+        for q_launches, k_launch in plan.bwd.values():
+            launches += [*q_launches, k_launch]
+    return sum(launch.runner is not None for launch in launches)
 
 
 def _fast_log() -> bool:
@@ -711,7 +703,35 @@ def _align(*ts: Tensor) -> int:
     return bits
 
 
-def _fwd_plan(q: Tensor, k: Tensor, v: Tensor, has_mask: bool, key: tuple) -> tuple:
+def _pad16(n: int, itemsize: int) -> int:
+    """n elements rounded up so that a following segment starts 16-byte aligned."""
+    per = max(1, 16 // itemsize)
+    return -(-n // per) * per
+
+
+class _FwdPlan:
+    """Launches and work-buffer layout of the forward for one op signature.
+
+    One float32 buffer per call holds, each segment 16-byte aligned (offsets in floats):
+    the state (Mp, Mn, zp, zn) per head at 0; the two reciprocal normalisers per row,
+    (B*H, L, 2), at ``rden``; and, when a backward follows, the state gradients (dA, dB,
+    dzp, dzn) at ``dstate`` and dpower (H, D) at ``dpower``, both accumulated by the
+    backward with atomics. The buffer is zero-filled when the state is accumulated with
+    atomics or gradients follow (one allocation and one fill instead of four buffers).
+    """
+
+    __slots__ = ("state", "out", "atomic", "rden", "dstate", "dpower", "n_fwd", "n_grad", "bwd")
+
+    def __init__(self, state: _Launch, out: _Launch, atomic: bool, n_state: int, n_rden: int, n_dpower: int):
+        self.state, self.out, self.atomic = state, out, atomic
+        self.rden = n_state
+        self.dstate = self.n_fwd = n_state + n_rden
+        self.dpower = self.dstate + n_state
+        self.n_grad = self.dpower + n_dpower
+        self.bwd: dict[tuple, tuple] = {}  # backward plans by (do strides, do alignment)
+
+
+def _fwd_plan(q: Tensor, k: Tensor, v: Tensor, has_mask: bool, key: tuple) -> _FwdPlan:
     b, h, l, d = q.shape
     dp, bn, nb = _layout(d)
     op, prec = _dot_types(q.dtype)
@@ -729,41 +749,51 @@ def _fwd_plan(q: Tensor, k: Tensor, v: Tensor, has_mask: bool, key: tuple) -> tu
                   (*q.stride()[:3], h * l * d, l * d, d, h, l, per),  # o is contiguous
                   dict(D=d, DP=dp, HALF=d // 2, BN=bn, BM=co["BM"], HAS_MASK=has_mask, OP=op, PREC=prec,
                        FAST_LOG=fast_log), co)
-    plan = (torch.zeros if atomic else torch.empty, state, out)
+    plan = _FwdPlan(state, out, atomic, _pad16(b * h * (2 * d * d + 2 * d), 4), _pad16(b * h * l * 2, 4),
+                    _pad16(h * d, 4))
     _PLANS[key] = plan
     return plan
 
 
+def _segment(work: Tensor, offset: int, direct: bool) -> Tensor | int:
+    """A pointer into the work buffer at ``offset`` floats: a plain address for direct
+    launches (Triton's launcher takes integers as pointers; no view to build), a view for
+    Triton's JIT, which specialises on the tensor. Offsets are 16-byte aligned, as the
+    first call's views were."""
+    return work.data_ptr() + 4 * offset if direct else work[offset:]
+
+
 def _forward(q: Tensor, k: Tensor, v: Tensor, p: Tensor, mask_u8: Tensor | None, neps: Tensor | None,
-             eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(o, state, rden): the output, the float32 (Mp, Mn, zp, zn) per head and the two
-    reciprocal normalisers per row, (B*H, L, 2) float32."""
+             eps: float, need_grad: bool = True) -> tuple[Tensor, Tensor, _FwdPlan]:
+    """(o, work, plan): the output, the float32 work buffer (layout in ``_FwdPlan``; with
+    ``need_grad`` it also holds the backward's zeroed accumulators) and the plan, which
+    the backward takes."""
     b, h, l, d = q.shape
     has_mask = mask_u8 is not None
     aligned = _align(q, k, v, mask_u8) if has_mask else _align(q, k, v)
-    key = ("fwd", q.shape, q.stride(), k.stride(), v.stride(), q.dtype, q.device, has_mask, aligned,
+    key = (q.shape, q.stride(), k.stride(), v.stride(), q.dtype, q.device, has_mask, aligned,
            *_FLAGS.values(), _WAVES)
     plan = _PLANS.get(key) or _fwd_plan(q, k, v, has_mask, key)
-    alloc, state_launch, out_launch = plan
-    state = alloc((b * h, 2 * d * d + 2 * d), device=q.device, dtype=torch.float32)  # (Mp, Mn, zp, zn)
+    alloc = torch.zeros if (need_grad or plan.atomic) else torch.empty
+    work = alloc(plan.n_grad if need_grad else plan.n_fwd, device=q.device, dtype=torch.float32)
     o = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)
-    rden = torch.empty((b * h, l, 2), device=q.device, dtype=torch.float32)
-    state_launch((k, v, p, mask_u8 if has_mask else p, state))
-    out_launch((q, p, state, neps if has_mask else p, o, rden), (float(l) * eps,))
-    return o, state, rden
+    rden = _segment(work, plan.rden, plan.out.runner is not None)
+    plan.state((k, v, p, mask_u8 if has_mask else p, work))  # the state is the buffer's head
+    plan.out((q, p, work, neps if has_mask else p, o, rden), (float(l) * eps,))
+    return o, work, plan
 
 
-def _bwd_plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, o: Tensor, has_mask: bool, key: tuple) -> tuple:
+def _bwd_plan(plan: _FwdPlan, q: Tensor, k: Tensor, v: Tensor, do: Tensor, has_mask: bool, key: tuple) -> tuple:
     b, h, l, d = q.shape
     dp, bn, nb = _layout(d)
     op, prec = _dot_types(q.dtype)
     fast_log = _fast_log()
-    # dq, dk, dv are contiguous (B, H, L, D).
-    q_ints = (*q.stride()[:3], *do.stride()[:3], *o.stride()[:3], h * l * d, l * d, d)
+    # o, dq, dk, dv are contiguous (B, H, L, D).
+    q_ints = (*q.stride()[:3], *do.stride()[:3], h * l * d, l * d, d, h * l * d, l * d, d)
     launches = []
     if nb == 1:
-        plan = [("bwd_q1", 2)] if _FLAGS["q_one_launch"] else [("bwd_dq", 0), ("bwd_dstate", 1)]
-        for name, part in plan:
+        names = [("bwd_q1", 2)] if _FLAGS["q_one_launch"] else [("bwd_dq", 0), ("bwd_dstate", 1)]
+        for name, part in names:
             cq = _config(name, d, q.dtype, q.device)
             n_parts = 2 if part == 2 else 1
             n_c, per = _chunks(_cdiv(l, cq["BM"]), b * h * n_parts, q.device)
@@ -782,51 +812,55 @@ def _bwd_plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, o: Tensor, has_mask: 
                        (*k.stride()[:3], *v.stride()[:3], h * l * d, l * d, d, h * l * d, l * d, d, h, l, per),
                        dict(D=d, DP=dp, BN=bn, BM=ck["BM"], HAS_MASK=has_mask, OP=op, PREC=prec, FAST_LOG=fast_log),
                        ck)
-    plan = (tuple(launches), k_launch)
-    _PLANS[key] = plan
-    return plan
+    bwd = (tuple(launches), k_launch)
+    plan.bwd[key] = bwd
+    return bwd
 
 
-def _backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, p: Tensor, o: Tensor, state: Tensor, rden: Tensor,
+def _backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, p: Tensor, o: Tensor, work: Tensor, plan: _FwdPlan,
               mask_u8: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    b, h, l, d = q.shape
-    has_mask = mask_u8 is not None
-    aligned = _align(q, k, v, do, o, mask_u8) if has_mask else _align(q, k, v, do, o)
-    key = ("bwd", q.shape, q.stride(), k.stride(), v.stride(), do.stride(), o.stride(), q.dtype, q.device, has_mask,
-           aligned, *_FLAGS.values(), _WAVES)
-    plan = _PLANS.get(key) or _bwd_plan(q, k, v, do, o, has_mask, key)
-    q_launches, k_launch = plan
-    n_state = b * h * (2 * d * d + 2 * d)
-    # One zeroed float32 buffer: the state gradients (dA, dB, dzp, dzn) per head, then dpower (H, D).
-    grads = torch.zeros(n_state + h * d, device=q.device, dtype=torch.float32)
-    dstate = grads[:n_state]
-    dpower = grads[n_state:].view(h, d)
-    dq = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)
+    """dq, dk, dv and dpower (H, D), a view of the work buffer."""
+    key = (do.stride(), do.data_ptr() % 16 == 0)
+    bwd = plan.bwd.get(key) or _bwd_plan(plan, q, k, v, do, mask_u8 is not None, key)
+    q_launches, k_launch = bwd
+    shape, h, d = q.shape, q.shape[1], q.shape[3]
+    # Three allocations cost less host time than one split into views.
+    dq = torch.empty(shape, device=q.device, dtype=q.dtype)
+    dk = torch.empty(shape, device=q.device, dtype=q.dtype)
+    dv = torch.empty(shape, device=q.device, dtype=q.dtype)
+    dpower = work.as_strided((h, d), (d, 1), plan.dpower)
+    direct = k_launch.runner is not None
+    rden = _segment(work, plan.rden, direct)
+    dstate = _segment(work, plan.dstate, direct)
     for launch in q_launches:
-        launch((q, do, o, p, state, rden, dq, dstate, dpower))
-    dk = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)
-    dv = torch.empty((b, h, l, d), device=q.device, dtype=q.dtype)
-    k_launch((k, v, p, mask_u8 if has_mask else p, dstate, dk, dv, dpower))
+        launch((q, do, o, p, work, rden, dq, dstate, dpower))
+    k_launch((k, v, p, mask_u8 if mask_u8 is not None else p, dstate, dk, dv, dpower))
     return dq, dk, dv, dpower
 
 
 class _PolarityAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, p: Tensor, key_mask: Tensor | None, eps: float) -> Tensor:
-        if key_mask is None:
-            mask_u8 = neps = None
-        else:
-            mask_u8 = key_mask.contiguous().view(torch.uint8)  # (B, L), 1 = real key
-            neps = key_mask.sum(dim=1, dtype=torch.float32).clamp_min_(1.0).mul_(eps)  # (B,) n * eps
-        o, state, rden = _forward(q, k, v, p, mask_u8, neps, eps)
-        ctx.save_for_backward(q, k, v, p, o, state, rden, mask_u8)
+        mask_u8, neps = _mask_args(key_mask, eps)
+        o, work, plan = _forward(q, k, v, p, mask_u8, neps, eps, need_grad=True)
+        ctx.plan = plan
+        ctx.save_for_backward(q, k, v, p, o, work, mask_u8)
         return o
 
     @staticmethod
     def backward(ctx, do: Tensor):
-        q, k, v, p, o, state, rden, mask_u8 = ctx.saved_tensors
-        dq, dk, dv, dp = _backward(_rows(do), q, k, v, p, o, state, rden, mask_u8)
+        q, k, v, p, o, work, mask_u8 = ctx.saved_tensors
+        dq, dk, dv, dp = _backward(_rows(do), q, k, v, p, o, work, ctx.plan, mask_u8)
         return dq, dk, dv, dp, None, None
+
+
+def _mask_args(key_mask: Tensor | None, eps: float) -> tuple[Tensor | None, Tensor | None]:
+    """The key mask as (B, L) uint8 (1 = real key) and n * eps per sequence (B,) float32."""
+    if key_mask is None:
+        return None, None
+    mask_u8 = key_mask.contiguous().view(torch.uint8)
+    neps = key_mask.sum(dim=1, dtype=torch.float32).clamp_min_(1.0).mul_(eps)
+    return mask_u8, neps
 
 
 def polarity_attention(
@@ -893,4 +927,9 @@ def polarity_attention(
         p = power  # the model's layout: no reshaping ops on the hot path
     else:
         p = _as_power(power.to(device=q.device, dtype=torch.float32), h, d).reshape(h, d).contiguous()  # (H, D)
-    return _PolarityAttention.apply(_rows(q), _rows(k), _rows(v), p, key_mask, float(eps))
+    q, k, v = _rows(q), _rows(k), _rows(v)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad or p.requires_grad):
+        return _PolarityAttention.apply(q, k, v, p, key_mask, float(eps))
+    # Nothing to differentiate: the launches alone, no autograd node, no gradient buffers.
+    mask_u8, neps = _mask_args(key_mask, float(eps))
+    return _forward(q, k, v, p, mask_u8, neps, float(eps), need_grad=False)[0]
