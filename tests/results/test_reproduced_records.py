@@ -1,0 +1,46 @@
+"""The committed reproduction (results/reproduced/): complete records, and README tables that
+are exactly what ``lra table`` prints from them (so the README cannot drift from the runs)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import lra
+
+ROOT = Path(__file__).resolve().parents[2]
+REPRO = ROOT / "results" / "reproduced"
+RUNS = REPRO / "skyformer"
+RESULTS = sorted(RUNS.glob("*/*/*/result.json"))
+
+
+def test_there_are_records():
+    assert len(RESULTS) >= 12
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=[str(p.parent.relative_to(RUNS)) for p in RESULTS])
+def test_record_is_a_full_finished_skyformer_run(result):
+    run = result.parent
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl", "result.json"]
+    r = json.loads(result.read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    assert r["status"] == "finished" and r["protocol"] == "skyformer" == cfg["protocol"]
+    assert r["steps"] == cfg["train"]["steps"] == 50000
+    assert r["config_hash"] == run.name.rsplit("-", 1)[-1]
+    assert r["best_step"] >= 0.2 * r["steps"]  # best checkpoint only after 20% of training
+    assert 0.0 <= r["test_acc"] <= 1.0 and r["env"]["device"].startswith("NVIDIA")
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 50000
+    eligible = [m["val_acc"] for m in metrics if m["step"] >= 0.2 * r["steps"]]
+    assert max(eligible) == pytest.approx(r["best_val_acc"])
+
+
+@pytest.mark.parametrize("compare", ["polaformer", "skyformer"])
+def test_readme_tables_are_what_lra_table_prints(compare):
+    r = CliRunner().invoke(lra, ["table", "--runs", str(RUNS), "--protocol", "skyformer", "--compare", compare,
+                                 "--order", "polaformer", "--times"])
+    assert r.exit_code == 0, r.output
+    table = [line for line in r.output.splitlines() if line.startswith("|")]
+    readme = (REPRO / "README.md").read_text()
+    assert "\n".join(table) in readme, f"results/reproduced/README.md is out of date for --compare {compare}"
