@@ -20,9 +20,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lra.config import ConfigError
     from tasks.base import DataError, UnknownTaskError
 
+    from lra.bench_kernels import CudaRequired
     from lra.checkpoint import RunLocked
 
-    return (ConfigError, DataError, UnknownTaskError, UnknownVariantError, HyperparameterError, RunLocked)
+    return (ConfigError, DataError, UnknownTaskError, UnknownVariantError, HyperparameterError, RunLocked,
+            CudaRequired)
 
 
 class LRAGroup(click.Group):
@@ -426,14 +428,8 @@ def bench_kernels(out: str | None, dtype: str, graphs: bool) -> None:
     """Polarity attention: Triton kernel vs PyTorch reference vs SDPA flash, fwd and fwd+bwd,
     eager and as CUDA-graph replays, at the LRA shapes and a length sweep; achieved
     bandwidth against a copy (CUDA only)."""
-    import torch
-
     from lra import bench_kernels as bk
 
-    if not torch.cuda.is_available():
-        click.echo("error: lra bench kernels needs a CUDA GPU (the Triton kernels, SDPA flash and the timings "
-                   "are GPU-only); torch.cuda.is_available() is False here", err=True)
-        sys.exit(2)
     rows = bk.run(None, None, dtype=dtype, out_json=out, progress=click.echo, graphs=graphs)
     click.echo(bk.format_table(rows))
 
