@@ -613,6 +613,9 @@ def _panel_grid(n: int) -> tuple[int, int, float]:
     return math.ceil(n / cols), cols, WIDE_IN if cols == 3 else COLUMN_IN
 
 
+MAX_CURVE_MARKERS = 15  # markers per validation curve
+
+
 def plot_curves(runs: list[dict[str, Any]] | pd.DataFrame, out: Path, *, protocol: str | None = None,
                 name: str = "curves", note: Callable[[str], None] = print) -> list[Path]:
     """Validation accuracy against training step, one panel per task, one line per variant:
@@ -642,8 +645,9 @@ def plot_curves(runs: list[dict[str, Any]] | pd.DataFrame, out: Path, *, protoco
                 df = pd.concat(series, axis=1, join="inner").sort_index()
                 mean, std = df.mean(axis=1), df.std(axis=1, ddof=1)
                 color = variant_color(v)
+                # a marker on every point would bury long curves (Image evaluates every 50 steps)
                 ax.plot(df.index, mean, color=color, marker=variant_marker(v), markersize=2.5, linewidth=1.0,
-                        linestyle=variant_linestyle(v))
+                        linestyle=variant_linestyle(v), markevery=max(1, len(df) // MAX_CURVE_MARKERS))
                 if df.shape[1] > 1:
                     ax.fill_between(df.index, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
             ax.set_title(task_title(task))

@@ -2,50 +2,84 @@
 # Issue 8 on a multi-GPU machine: skyformer-protocol sweeps that outlive one call.
 #
 # A call may run 10 minutes, a machine stays held up to 30 while calls follow each other,
-# so sweeps start detached (one per GPU, each with its own ordered list) and later calls
-# wait for them and collect what finished. Everything lives under /tmp/repro on the
+# so sweeps start detached (one chain per GPU, each with its own ordered jobs) and later
+# calls wait for them and collect what finished. Everything lives under /tmp/repro on the
 # machine; data sources are copied to /tmp/src/<name> so a run's config (and its hash,
 # which resumption keys on) names the same source in every call and every session.
 #
-#   bash scripts/device_detached.sh start $OUT GPU TASK "VARIANTS" [SOURCE_DIR]
-#       prepare TASK's data (once), then start a detached sweep of VARIANTS on GPU.
+#   bash scripts/device_detached.sh prepare TASK [SOURCE|-] [--set data.K=V ...]
+#       prepare TASK's data in the foreground (a no-op once it exists).
+#   bash scripts/device_detached.sh start $OUT GPU JOB [then JOB ...]
+#       JOB = TASK "VARIANTS" [SOURCE|-] [--set K=V ...]
+#       prepare the first job's data, then start one detached chain on GPU that runs the
+#       jobs' sweeps one after the other (each chain step prepares its data first, a no-op
+#       when it exists). --set goes to the sweep (and, for data.* keys, to prepare).
 #       Archives .carry/run_*.tgz from an earlier call or session are unpacked first,
 #       so their runs resume from their checkpoints.
 #   bash scripts/device_detached.sh wait $OUT SECONDS
-#       wait until every sweep has ended or SECONDS have passed, printing progress each
+#       wait until every chain has ended or SECONDS have passed, printing progress each
 #       minute, then pack: $OUT/records.tgz (finished runs, no checkpoints) and one
-#       $OUT/run_<task>_<variant>.tgz per unfinished run (with its checkpoint).
+#       $OUT/run_<task>_<variant>_<hash>.tgz per unfinished run (with its checkpoint).
 set -uo pipefail
-MODE=$1; O=$2
+MODE=$1
 R=/tmp/repro
 export PYTHONUNBUFFERED=1 LRA_DATA=/tmp/lra_data PYTHONPATH=$PWD
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-mkdir -p "$R/logs" "$R/runs" "$O"
+mkdir -p "$R/logs" "$R/runs"
+
+# job_cmds TASK VARIANTS [SOURCE|-] [--set K=V ...] -> two shell lines: prepare, sweep
+job_cmds() {
+  local task=$1 variants=$2 src=${3:--}; shift 2; [ $# -gt 0 ] && shift
+  local prep=() sweep=()
+  if [ "$src" != - ]; then
+    local name; name=$(basename "$src")
+    [ -d "/tmp/src/$name" ] || { mkdir -p /tmp/src && cp -r "$src" "/tmp/src/$name"; }
+    prep=(--source "/tmp/src/$name"); sweep=(--source "$task=/tmp/src/$name")
+  fi
+  while [ $# -gt 0 ]; do
+    [ "$1" = --set ] || { echo "unexpected argument $1" >&2; exit 2; }
+    sweep+=(--set "$2")
+    case $2 in data.*) prep+=(--set "${2#data.}") ;; esac
+    shift 2
+  done
+  printf 'python -m cli data prepare %q -p skyformer' "$task"; [ ${#prep[@]} -gt 0 ] && printf ' %q' "${prep[@]}"
+  printf ' --no-progress 2>&1 | tail -1\n'
+  printf 'python -m cli sweep --tasks %q --attention %q --seeds 0 --protocol skyformer --jobs-per-gpu 1 --out %q --no-progress' \
+    "$task" "$variants" "$R/runs"; [ ${#sweep[@]} -gt 0 ] && printf ' %q' "${sweep[@]}"
+  printf '\n'
+}
+
+if [ "$MODE" = prepare ]; then
+  shift; t0=$(date +%s)
+  eval "$(job_cmds "$1" - "${@:2}" | head -1)"
+  echo "$1 data ready in $(( $(date +%s) - t0 )) s"
+  exit 0
+fi
 
 if [ "$MODE" = start ]; then
-  GPU=$3; TASK=$4; VARIANTS=$5; SRC=${6:-}
-  PREP=(); SWEEP=()
-  if [ -n "$SRC" ]; then
-    name=$(basename "$SRC")
-    [ -d "/tmp/src/$name" ] || { mkdir -p /tmp/src && cp -r "$SRC" "/tmp/src/$name"; }
-    PREP=(--source "/tmp/src/$name"); SWEEP=(--source "$TASK=/tmp/src/$name")
-  fi
-  for f in .carry/run_"$TASK"_*.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$R"; done
-  t0=$(date +%s)
-  python -m cli data prepare "$TASK" -p skyformer "${PREP[@]}" --no-progress 2>&1 | tail -1
-  echo "$TASK data ready in $(( $(date +%s) - t0 )) s"
-  tag="g${GPU}_${TASK}"
-  # All sweeps share one runs root (one folder per run); each GPU works through its own list.
-  CUDA_VISIBLE_DEVICES=$GPU setsid nohup python -m cli sweep --tasks "$TASK" --attention "$VARIANTS" --seeds 0 \
-    --protocol skyformer --jobs-per-gpu 1 --out "$R/runs" --no-progress "${SWEEP[@]}" \
-    > "$R/logs/$tag.log" 2>&1 < /dev/null &
-  echo $! > "$R/logs/$tag.pid"
-  echo "started $tag: $VARIANTS (pid $!)"
+  O=$2; GPU=$3; shift 3; mkdir -p "$O"
+  for f in .carry/run_*.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$R"; done
+  chain="$R/logs/g${GPU}.sh"; echo "cd $PWD" > "$chain"; first=1; job=()
+  flush() {
+    local cmds; cmds=$(job_cmds "${job[@]}") || exit 2
+    if [ $first = 1 ]; then  # the first job's data in the foreground, so this call shows it
+      t0=$(date +%s); eval "$(echo "$cmds" | head -1)"; echo "${job[0]} data ready in $(( $(date +%s) - t0 )) s"
+      first=0
+    fi
+    echo "$cmds" >> "$chain"
+  }
+  for a in "$@"; do
+    if [ "$a" = then ]; then flush; job=(); else job+=("$a"); fi
+  done
+  flush
+  CUDA_VISIBLE_DEVICES=$GPU setsid nohup bash "$chain" > "$R/logs/g$GPU.log" 2>&1 < /dev/null &
+  echo $! > "$R/logs/g$GPU.pid"
+  echo "started chain on GPU $GPU (pid $!):"; grep sweep "$chain" | cut -c1-200
   exit 0
 fi
 
 if [ "$MODE" = wait ]; then
-  SECS=$3; t0=$(date +%s)
+  O=$2; SECS=$3; t0=$(date +%s); mkdir -p "$O"
   alive() { for p in "$R"/logs/*.pid; do kill -0 "$(cat "$p")" 2>/dev/null && return 0; done; return 1; }
   while alive && [ $(( $(date +%s) - t0 )) -lt "$SECS" ]; do
     sleep 60
@@ -55,7 +89,7 @@ if [ "$MODE" = wait ]; then
     done
   done
   for l in "$R"/logs/*.log; do
-    echo "=== $(basename "$l")"; grep -E "cuda graph|test|finished|diverged|failed|error" "$l" | tail -8
+    echo "=== $(basename "$l")"; grep -E "cuda graph|test|finished|diverged|failed|rror" "$l" | tail -8
   done
   cd "$R" || exit 1
   finished=(); for res in runs/*/*/*/result.json; do [ -f "$res" ] && finished+=("$(dirname "$res")"); done
@@ -63,11 +97,11 @@ if [ "$MODE" = wait ]; then
   for d in runs/*/*/*/; do
     [ -f "$d/result.json" ] && continue
     [ -f "$d/checkpoint.pt" ] || continue
-    task=$(basename "$(dirname "$(dirname "$d")")"); variant=$(basename "$(dirname "$d")")
-    tar czf "$O/run_${task}_${variant}.tgz" "$d"
+    run=$(basename "$d"); variant=$(basename "$(dirname "$d")"); task=$(basename "$(dirname "$(dirname "$d")")")
+    tar czf "$O/run_${task}_${variant}_${run##*-}.tgz" "$d"
   done
   ls -la "$O"
   exit 0
 fi
-echo "usage: $0 start OUT GPU TASK VARIANTS [SOURCE] | wait OUT SECONDS" >&2
+echo "usage: $0 prepare TASK [SOURCE|-] [--set K=V ...] | start OUT GPU JOB [then JOB ...] | wait OUT SECONDS" >&2
 exit 2

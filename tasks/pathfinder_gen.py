@@ -47,7 +47,10 @@ set, not hard. A step-by-step comparison with snakes2.py/snakes.py (distractor r
 omission, distractor length and count for 14, contrasts, 2x Lanczos resampling, bytescale
 on save) found no deviation, and the two hard target contours alone already give mean 18.4
 / 30% non-zero, so the spec's figures most likely describe curv_baseline. Not yet checked
-against real release images (none are available here).
+against real release images (none are available here). Trained on (skyformer protocol,
+50k steps, results/reproduced/README.md), models stay at chance on our hard set but learn
+our easy set (polarity a=3 72.9%, softmax 66.6%), about the published hard-set accuracies:
+so our hard set is harder than the release's, for a reason not found in the reference code.
 
 Kept from upstream, on purpose:
 - the two target snakes grow in turns and a new paddle is kept off the occupancy mask,

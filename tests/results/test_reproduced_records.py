@@ -13,13 +13,22 @@ ROOT = Path(__file__).resolve().parents[2]
 REPRO = ROOT / "results" / "reproduced"
 RUNS = REPRO / "skyformer"
 RESULTS = sorted(RUNS.glob("*/*/*/result.json"))
+DIAGNOSTICS = REPRO / "diagnostics"
+# diagnostics/<set>/<task>/<variant>/<run>/: runs that change one thing of the protocol,
+# what each set changes (checked against the records' configs below)
+DIAGNOSTIC_SETS = {"pathfinder-easy": {"data_resolved.contour_length": 6},
+                   "pathfinder-nomask": {"mask_zero": False}}
+DIAG_RESULTS = sorted(DIAGNOSTICS.glob("*/*/*/*/result.json"))
 
 
 def test_there_are_records():
-    assert len(RESULTS) >= 12
+    assert len(RESULTS) >= 16
+    assert {p.relative_to(RUNS).parts[0] for p in RESULTS} == {"listops", "text", "image", "pathfinder"}
+    assert {p.relative_to(DIAGNOSTICS).parts[0] for p in DIAG_RESULTS} == set(DIAGNOSTIC_SETS)
 
 
-@pytest.mark.parametrize("result", RESULTS, ids=[str(p.parent.relative_to(RUNS)) for p in RESULTS])
+@pytest.mark.parametrize("result", RESULTS + DIAG_RESULTS,
+                         ids=[str(p.parent.relative_to(REPRO)) for p in RESULTS + DIAG_RESULTS])
 def test_record_is_a_full_finished_skyformer_run(result):
     run = result.parent
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl", "result.json"]
@@ -44,3 +53,28 @@ def test_readme_tables_are_what_lra_table_prints(compare):
     table = [line for line in r.output.splitlines() if line.startswith("|")]
     readme = (REPRO / "README.md").read_text()
     assert "\n".join(table) in readme, f"results/reproduced/README.md is out of date for --compare {compare}"
+
+
+@pytest.mark.parametrize("result", DIAG_RESULTS, ids=[str(p.parent.relative_to(DIAGNOSTICS)) for p in DIAG_RESULTS])
+def test_diagnostic_record_changes_what_its_set_says(result):
+    cfg = json.loads((result.parent / "config.json").read_text())
+    changes = DIAGNOSTIC_SETS[result.relative_to(DIAGNOSTICS).parts[0]]
+    for dotted, value in changes.items():
+        node = cfg
+        for key in dotted.split("."):
+            node = node[key]
+        assert node == value
+    if "mask_zero" not in changes:
+        assert cfg["mask_zero"] is None  # the task's default (LRA's mask on)
+    if "data_resolved.contour_length" not in changes and cfg["task"] == "pathfinder":
+        assert cfg["data_resolved"]["contour_length"] == 14  # the protocol's hard set
+
+
+@pytest.mark.parametrize("diag", sorted(DIAGNOSTIC_SETS))
+def test_readme_diagnostic_tables_are_what_lra_table_prints(diag):
+    r = CliRunner().invoke(lra, ["table", "--runs", str(DIAGNOSTICS / diag), "--protocol", "skyformer",
+                                 "--compare", "polaformer", "--order", "polaformer", "--task", "pathfinder",
+                                 "--times", "--variant", "softmax,polarity:alpha=3"])
+    assert r.exit_code == 0, r.output
+    table = [line for line in r.output.splitlines() if line.startswith("|")]
+    assert "\n".join(table) in (REPRO / "README.md").read_text(), f"README table for diagnostics/{diag} is out of date"
