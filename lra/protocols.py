@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from lra.config import ConfigError, ModelConfig, RunConfig, TrainConfig, apply_overrides
+from tasks import get_task
 
 _SKY_MODEL = dict(layers=2, dim=64, heads=2, ffn=128, dropout=0.1, pooling="mean", head_hidden=128)
 _SKY_TRAIN = dict(steps=50000, schedule="onecycle", beta1=0.9, beta2=0.999, adam_eps=1e-6, weight_decay=0.0,
@@ -113,4 +114,6 @@ def resolve(task: str, protocol: str, attention: str, attention_hp: dict[str, An
     train = TrainConfig(**{**proto.get("train", {}), **per_task.get("train", {})})
     data = dict(copy.deepcopy(per_task.get("data", {})))
     cfg = RunConfig(task=task, protocol=protocol, seed=seed, source=source, data=data, model=model, train=train)
-    return apply_overrides(cfg, overrides or {})
+    cfg = apply_overrides(cfg, overrides or {})
+    cfg.data = get_task(task).typed(cfg.data)  # "6" from --set and 6 from a grid file are one run
+    return cfg

@@ -81,18 +81,25 @@ class Task:
         # Generators make only what is needed (``apply_size``); real data is subsampled
         # with a fixed seed after reading, so a class-sorted file still gives every class.
         params = {**self.default_params, "size": 0}
-        for key, value in (overrides or {}).items():
+        for key, value in self.typed(overrides or {}).items():
             if key not in params:
                 raise DataError(
                     f"task {self.name}: unknown data parameter {key!r}; valid: {', '.join(sorted(params))}"
                 )
-            params[key] = type(params[key])(value) if params[key] is not None else value
+            params[key] = value
         if params["size"] < 0:
             raise DataError(f"task {self.name}: size must be >= 0 (0 = every row), got {params['size']}")
         if params["size"]:
             self.apply_size(params)
         self.check_params(params)
         return params
+
+    def typed(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Data parameters given as strings (``--set data.contour_length=6``) take the type of
+        the parameter's default, so a run names the same data, and hashes the same, however it
+        was given; unknown keys pass through untouched (``params`` rejects them)."""
+        defaults = {**self.default_params, "size": 0}
+        return {key: _typed_value(self.name, key, value, defaults.get(key)) for key, value in overrides.items()}
 
     def apply_size(self, params: dict[str, Any]) -> None:
         """Generators shrink what they make to ``params["size"]`` rows per split."""
@@ -112,6 +119,31 @@ class Task:
 
 
 TASKS: dict[str, Task] = {}
+
+
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _typed_value(task: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of ``default`` (strings parsed; an int accepted for a float)."""
+    kind = type(default)
+    if default is None or type(value) is kind:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+        else:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    elif kind is float and type(value) is int:
+        return float(value)
+    raise DataError(f"task {task}: data parameter {key} must be {_KIND.get(kind, kind.__name__)}, got {value!r}")
 
 
 def register_task(cls: type[Task]) -> type[Task]:

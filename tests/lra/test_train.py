@@ -8,6 +8,7 @@ import torch
 from lra import protocols
 from lra.config import ConfigError, TrainConfig
 from lra.train import make_optimizer, make_schedule, train
+from tasks import DataError, get_task
 
 
 def test_quick_listops_beats_majority_class(tmp_path):
@@ -60,3 +61,29 @@ def test_config_hash_depends_on_what_is_computed():
     b = protocols.resolve("listops", "quick", "softmax", seed=1)
     c = protocols.resolve("listops", "quick", "softmax")
     assert a.hash() == c.hash() != b.hash()
+
+
+def test_data_overrides_take_the_parameter_type():
+    """``--set data.contour_length=6`` and ``contour_length = 6`` in a grid file are one run."""
+    given = [protocols.resolve("pathfinder", "skyformer", "softmax", overrides={"data.contour_length": v})
+             for v in ("6", 6, " 6")]
+    assert all(c.data == {"contour_length": 6} for c in given)
+    assert len({c.hash() for c in given}) == 1
+    assert given[0].hash() != protocols.resolve("pathfinder", "skyformer", "softmax").hash()
+    text = protocols.resolve("text", "skyformer", "softmax", overrides={"data.seq_len": "1000"})
+    assert text.data == {"seq_len": 1000}
+    for bad in ("six", "6.5", 6.5, True):
+        with pytest.raises(DataError, match="contour_length must be an integer"):
+            protocols.resolve("pathfinder", "skyformer", "softmax", overrides={"data.contour_length": bad})
+    with pytest.raises(DataError, match="unknown data parameter 'length'"):  # still rejected where it was
+        get_task("pathfinder").params(protocols.resolve(
+            "pathfinder", "skyformer", "softmax", overrides={"data.length": "3"}).data)
+
+
+def test_boolean_data_parameters_parse_words():
+    from tasks.base import _typed_value
+
+    assert [_typed_value("t", "k", v, True) for v in ("false", " On", "0", False)] == [False, True, False, False]
+    assert _typed_value("t", "k", 3, 0.5) == 3.0 and isinstance(_typed_value("t", "k", 3, 0.5), float)
+    with pytest.raises(DataError, match="k must be true or false"):
+        _typed_value("t", "k", "maybe", True)
