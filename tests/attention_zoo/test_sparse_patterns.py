@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import attention_zoo as zoo
+from attention_zoo.registry import HyperparameterError
 
 DIM, HEADS, D = 16, 2, 8
 MINE = [
@@ -152,6 +153,29 @@ def test_softmax_naive_equals_softmax():
     x, mask = inputs(3, 45, [0, 7, 44])
     torch.testing.assert_close(m(x, mask), ref(x, mask), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(m(x, mask), dense_ref(m, x, mask), rtol=1e-12, atol=1e-12)
+
+
+def test_softmax_skyformer_options(monkeypatch):
+    """``softmax:dropout=p,float32=true``: the Skyformer code's attention (dropout on the
+    probabilities, float32 under autocast); the defaults keep the plain variant."""
+    ref, m = make("softmax"), make("softmax", dropout="0.25", float32="true")
+    m.load_state_dict(ref.state_dict())
+    x, mask = inputs(2, 9, [0, 4])
+    torch.testing.assert_close(m(x, mask), ref(x, mask), rtol=1e-5, atol=1e-6)  # eval: no dropout; float32 maths
+    m.train()
+    draws = torch.stack([m(x, mask) for _ in range(3000)])
+    assert (draws[0] - draws[1]).abs().max() > 1e-3  # dropout acts in training
+    torch.testing.assert_close(draws.mean(0), ref(x, mask), rtol=0, atol=0.05)  # and is unbiased
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, *a, **k: seen.append((q.dtype, torch.is_autocast_enabled("cpu"))) or real(q, *a, **k))
+    for module in (make("softmax").float(), make("softmax", float32=True).float()):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            module(x.float(), mask)
+    assert seen == [(torch.bfloat16, True), (torch.float32, False)]
+    with pytest.raises(HyperparameterError, match="dropout must be in"):
+        make("softmax", dropout=1.0)
 
 
 def full_copy(name: str, **hp):

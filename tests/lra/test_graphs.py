@@ -35,7 +35,7 @@ def test_try_capture_refuses_unsafe_models_with_one_line():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("spec", ["softmax", "polarity", "linear"])
+@pytest.mark.parametrize("spec", ["softmax", "softmax:float32=true", "polarity", "linear"])
 def test_graphed_step_matches_eager(spec):
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -62,3 +62,22 @@ def test_graphed_step_matches_eager(spec):
     assert torch.allclose(loss, ref, rtol=1e-3, atol=1e-4)
     for n, p in model.named_parameters():
         assert torch.allclose(got[n], p.grad, rtol=5e-2, atol=1e-4), n
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_attention_dropout_draws_anew_each_replay():
+    """``softmax:dropout=0.1`` (the Skyformer attention) inside a CUDA graph: every replay
+    draws a new dropout mask, as eager steps do, and the step stays finite."""
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    model = _model("softmax:dropout=0.1,float32=true", 256).to(dev)
+    for m in model.modules():  # only the attention's dropout draws
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    x = torch.randint(1, 20, (8, 256), device=dev)
+    y = torch.randint(0, 10, (8,), device=dev)
+    step = graphs.GraphedStep(model, x, y, lambda **kw: torch.autocast("cuda", dtype=torch.bfloat16, **kw))
+    losses = [step(x, y)[0].item() for _ in range(3)]
+    assert all(map(torch.isfinite, map(torch.tensor, losses)))
+    assert len(set(losses)) == 3, losses
