@@ -90,7 +90,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _coerce(value: Any, typ: Any, key: str) -> Any:
+def coerce(value: Any, typ: Any, key: str) -> Any:
+    """A ``--set`` string as ``typ`` (bool words, integral numbers, literals, optional str/bool);
+    other values pass unchanged. One bad value is one ``ConfigError`` line naming ``key``."""
     origin = typing.get_origin(typ)
     if origin is Literal:
         if value not in typing.get_args(typ):
@@ -115,7 +117,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     except ValueError:
         raise ConfigError(f"{key} must be {typ.__name__}, got {value!r}") from None
     if typ in (bool | None, typing.Optional[bool]):
-        return _coerce(value, bool, key) if value.lower() != "none" else None
+        return coerce(value, bool, key) if value.lower() != "none" else None
     if typ in (str | None, typing.Optional[str]):
         return None if value.lower() == "none" else value
     return value
@@ -143,7 +145,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         if name not in valid or name in ("model", "train", "data"):
             raise ConfigError(f"unknown config key {key!r}; valid in {section or 'run'}: {', '.join(sorted(valid))}")
         hints = typing.get_type_hints(type(target))
-        setattr(target, name, _coerce(value, hints[name], key))
+        setattr(target, name, coerce(value, hints[name], key))
     return cfg
 
 

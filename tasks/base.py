@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lra.config import coerce  # the one string-to-type rule of every --set
+
 SPLITS = ("train", "val", "test")
 
 
@@ -99,7 +101,8 @@ class Task:
         the parameter's default, so a run names the same data, and hashes the same, however it
         was given; unknown keys pass through untouched (``params`` rejects them)."""
         defaults = {**self.default_params, "size": 0}
-        return {key: _typed_value(self.name, key, value, defaults.get(key)) for key, value in overrides.items()}
+        return {key: value if defaults.get(key) is None else coerce(value, type(defaults[key]), f"data.{key}")
+                for key, value in overrides.items()}
 
     def apply_size(self, params: dict[str, Any]) -> None:
         """Generators shrink what they make to ``params["size"]`` rows per split."""
@@ -119,31 +122,6 @@ class Task:
 
 
 TASKS: dict[str, Task] = {}
-
-
-_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-def _typed_value(task: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` in the type of ``default`` (strings parsed; an int accepted for a float)."""
-    kind = type(default)
-    if default is None or type(value) is kind:
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-        else:
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-    elif kind is float and type(value) is int:
-        return float(value)
-    raise DataError(f"task {task}: data parameter {key} must be {_KIND.get(kind, kind.__name__)}, got {value!r}")
 
 
 def register_task(cls: type[Task]) -> type[Task]:
