@@ -322,6 +322,12 @@ def zoo_show(name: str) -> None:
         typ = hints[f.name]
         shown = typ.__name__ if isinstance(typ, type) else str(typ).replace("typing.", "")
         click.echo(f"  {f.name}: {shown} = {v.defaults()[f.name]!r}")
+    from lra import protocols
+
+    for proto in protocols.protocol_names():
+        own = protocols.attention_defaults(proto, name)
+        if own:
+            click.echo(f"  under --protocol {proto}: " + ", ".join(f"{k}={val!r}" for k, val in own.items()))
     click.echo(f"\nuse: lra run TASK --attention {name}" + (f":{fields[0].name}=..." if fields else ""))
 
 

@@ -77,8 +77,12 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def variant_label(self) -> str:
-        """``polarity:alpha=5`` style label: the variant plus non-default hyperparameters."""
-        hp = self.model.attention_hp
+        """``polarity:alpha=5`` style label: the variant plus the hyperparameters that differ from
+        the protocol's for it (``nystromformer`` under skyformer is its conv-free Nystromformer)."""
+        from lra.protocols import attention_defaults
+
+        defaults = attention_defaults(self.protocol, self.model.attention)
+        hp = {k: v for k, v in self.model.attention_hp.items() if k not in defaults or defaults[k] != v}
         if not hp:
             return self.model.attention
         return self.model.attention + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in sorted(hp.items()))

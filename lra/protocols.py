@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from lra.config import ConfigError, ModelConfig, RunConfig, TrainConfig, apply_overrides
+from lra.config import ConfigError, ModelConfig, RunConfig, TrainConfig, apply_overrides, coerce
 from tasks import get_task
 
 _SKY_MODEL = dict(layers=2, dim=64, heads=2, ffn=128, dropout=0.1, pooling="mean", head_hidden=128)
@@ -28,6 +28,10 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "doc": "Skyformer PyTorch protocol (PolaFormer's LRA table): 2 layers, dim 64, 50k steps.",
         "model": _SKY_MODEL,
         "train": _SKY_TRAIN,
+        # The Skyformer code's per-variant settings (code/config.py "extra_attn_config") where they
+        # differ from the zoo's defaults: its Nystromformer has no convolution on v (the config
+        # has no conv_kernel_size), its Performer draws rp_dim = 128 features.
+        "attention": {"nystromformer": {"conv_kernel": 0}, "performer": {"nb_features": 128}},
         "tasks": {
             "listops": {"train": _sky(32, 1e-4, 1000, 500, 62)},
             "text": {"train": _sky(32, 1e-4, 80, 500, 200), "data": {"seq_len": 4000}},
@@ -99,9 +103,27 @@ def protocol_names() -> list[str]:
     return sorted(PROTOCOLS)
 
 
+def attention_defaults(protocol: str, attention: str) -> dict[str, Any]:
+    """The protocol's hyperparameters for one variant (its reference code's settings), which
+    a run's own ``variant:key=value`` ones override. Empty for an unknown protocol."""
+    return dict(PROTOCOLS.get(protocol, {}).get("attention", {}).get(attention, {}))
+
+
+def _variant_hp(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` over ``defaults``; a given value equal to the default (``conv_kernel=0`` as the
+    string from a spec) keeps the typed default, so spelling out the default is the same run."""
+    hp = dict(defaults)
+    for key, value in given.items():
+        if key in defaults and coerce(value, type(defaults[key]), key) == defaults[key]:
+            continue
+        hp[key] = value
+    return hp
+
+
 def resolve(task: str, protocol: str, attention: str, attention_hp: dict[str, Any] | None = None,
             seed: int = 0, overrides: dict[str, Any] | None = None, source: str | None = None) -> RunConfig:
-    """Protocol defaults, then its per-task entries, then ``--set`` overrides."""
+    """Protocol defaults, then its per-task entries, then ``--set`` overrides. The variant's
+    hyperparameters are the protocol's for it (``attention_defaults``) under the given ones."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(protocol_names())}")
     proto = PROTOCOLS[protocol]
@@ -110,7 +132,7 @@ def resolve(task: str, protocol: str, attention: str, attention_hp: dict[str, An
         raise ConfigError(f"protocol {protocol!r} has no entry for task {task!r}")
     model = ModelConfig(**{**proto.get("model", {}), **per_task.get("model", {})})
     model.attention = attention
-    model.attention_hp = dict(attention_hp or {})
+    model.attention_hp = _variant_hp(attention_defaults(protocol, attention), attention_hp or {})
     train = TrainConfig(**{**proto.get("train", {}), **per_task.get("train", {})})
     data = dict(copy.deepcopy(per_task.get("data", {})))
     cfg = RunConfig(task=task, protocol=protocol, seed=seed, source=source, data=data, model=model, train=train)

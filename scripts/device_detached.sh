@@ -17,8 +17,8 @@
 #       Archives .carry/run_*.tgz from an earlier call or session are unpacked first,
 #       so their runs resume from their checkpoints.
 #   bash scripts/device_detached.sh wait $OUT SECONDS
-#       wait until every chain has ended or SECONDS have passed, printing progress each
-#       minute, then pack: $OUT/records.tgz (finished runs, no checkpoints) and one
+#       wait until every chain has ended or SECONDS have passed (never longer), printing
+#       progress each minute, then pack: $OUT/records.tgz (finished runs, no checkpoints) and one
 #       $OUT/run_<task>_<variant>_<hash>.tgz per unfinished run (with its checkpoint).
 set -uo pipefail
 MODE=$1
@@ -81,8 +81,10 @@ fi
 if [ "$MODE" = wait ]; then
   O=$2; SECS=$3; t0=$(date +%s); mkdir -p "$O"
   alive() { for p in "$R"/logs/*.pid; do kill -0 "$(cat "$p")" 2>/dev/null && return 0; done; return 1; }
-  while alive && [ $(( $(date +%s) - t0 )) -lt "$SECS" ]; do
-    sleep 60
+  # never past SECS: the call's limit kills the packing below, and nothing comes back
+  while alive; do
+    left=$(( SECS - ($(date +%s) - t0) )); [ "$left" -gt 0 ] || break
+    sleep $(( left < 60 ? left : 60 ))
     echo "--- $(( $(date +%s) - t0 )) s"
     for l in "$R"/logs/*.log; do
       echo "$(basename "$l"): $(grep -E "step [0-9]+:|finished|failed|diverged" "$l" | tail -1 | cut -c1-150)"

@@ -36,7 +36,10 @@ def test_zoo_list_and_show():
     for name in attention_zoo.names():
         assert f"\n{name} " in "\n" + r.output
     r = CliRunner().invoke(lra, ["zoo", "show", "polarity"])
-    assert r.exit_code == 0 and "alpha: float = 3.0" in r.output
+    assert r.exit_code == 0 and "alpha: float = 3.0" in r.output and "under --protocol" not in r.output
+    r = CliRunner().invoke(lra, ["zoo", "show", "nystromformer"])
+    assert r.exit_code == 0 and "conv_kernel: int = 35" in r.output
+    assert "under --protocol skyformer: conv_kernel=0" in r.output
     r = CliRunner().invoke(lra, ["zoo", "show", "nope"])
     assert r.exit_code == 2 and "unknown attention 'nope'" in r.output
 

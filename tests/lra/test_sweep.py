@@ -61,6 +61,28 @@ def test_the_issue_grid_and_two_shards_cover_it_once():
         {c.hash() for c in sweep.shard(rev, 1, 3)} == {c.hash() for c in sweep.shard(cfgs, 1, 3)}
 
 
+def test_the_skyformer_protocol_sets_its_reference_codes_variant_settings():
+    """Skyformer's code/config.py: Nystromformer without the convolution on v, Performer with 128
+    features. The plain name is that setting; spelling a default out is the same run; another
+    value is another run, labelled by what differs."""
+    def run(spec, protocol="skyformer"):
+        return sweep.resolve_run("listops", spec, protocol, 0, {}, None)
+
+    nys = run("nystromformer")
+    assert nys.model.attention_hp == {"conv_kernel": 0} and nys.variant_label() == "nystromformer"
+    assert run("nystromformer:conv_kernel=0").hash() == nys.hash()
+    conv = run("nystromformer:conv_kernel=35")
+    assert conv.hash() != nys.hash() and conv.variant_label() == "nystromformer:conv_kernel=35"
+    assert run("performer").model.attention_hp == {"nb_features": 128}
+    assert run("performer:nb_features=256").variant_label() == "performer:nb_features=256"
+    assert run("linear").model.attention_hp == {}
+    # Other protocols keep the zoo's defaults (Nystromformer's own port has the kernel-35 conv).
+    assert run("nystromformer", "nystromformer").model.attention_hp == {}
+    from lra.model import Block  # the built layer follows the config
+
+    assert Block(nys.model, 256).attn.conv is None and Block(conv.model, 256).attn.conv is not None
+
+
 def test_grid_file_resolves_like_the_command_line(tmp_path):
     grid_file = tmp_path / "grid.toml"
     grid_file.write_text('tasks = ["listops"]\nattention = ["softmax", "polarity:alpha=3"]\nseeds = "0-1"\n'

@@ -45,6 +45,20 @@ def test_record_is_a_full_finished_skyformer_run(result):
     assert max(eligible) == pytest.approx(r["best_val_acc"])
 
 
+@pytest.mark.parametrize("result", RESULTS, ids=[str(p.parent.relative_to(REPRO)) for p in RESULTS])
+def test_main_table_record_is_the_protocols_current_config(result):
+    """A cell of the main table is the run ``lra run TASK --attention VARIANT --protocol skyformer``
+    makes today: re-resolving its variant label gives its config hash (a record made under
+    other settings, such as a zoo default the protocol has since overridden, fails here)."""
+    from lra.sweep import resolve_run
+
+    r = json.loads(result.read_text())
+    cfg = json.loads((result.parent / "config.json").read_text())
+    now = resolve_run(r["task"], r["variant"], "skyformer", r["seed"], {}, cfg["source"])
+    assert now.hash() == r["config_hash"]
+    assert now.variant_label() == r["variant"]
+
+
 @pytest.mark.parametrize("compare", ["polaformer", "skyformer"])
 def test_readme_tables_are_what_lra_table_prints(compare):
     r = CliRunner().invoke(lra, ["table", "--runs", str(RUNS), "--protocol", "skyformer", "--compare", compare,
