@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from lra.config import split_specs
+
 DEFAULT_RUNS = os.environ.get("LRA_RUNS", "runs")
 
 
@@ -155,8 +157,10 @@ def sweep_cmd(tasks, attention, seeds, protocol, sets, sources, grid_file, out, 
 
 
 @lra.command()
-@click.option("--runs", "runs_dir", default=DEFAULT_RUNS, show_default=True, type=click.Path(file_okay=False),
-              help="Folder of run records.")
+@click.option("--runs", "runs_dirs", default=(DEFAULT_RUNS,), show_default=True, multiple=True,
+              type=click.Path(file_okay=False),
+              help="Folder of run records (repeatable: e.g. a diagnostic sweep beside the main one; "
+                   "a run found in two folders counts once).")
 @click.option("--protocol", default=None, help="Only runs of this protocol.")
 @click.option("--task", "tasks", multiple=True,
               help="Only these tasks (repeatable or comma-separated): listops, text, retrieval, image, pathfinder.")
@@ -172,15 +176,22 @@ def sweep_cmd(tasks, attention, seeds, protocol, sets, sources, grid_file, out, 
               show_default=True)
 @click.option("--times", is_flag=True, help="Add the mean wall time per run and the summed compute time per row.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also write the table to this file.")
-def table(runs_dir, protocol, tasks, variants, order, compare, fmt, times, out) -> None:
+def table(runs_dirs, protocol, tasks, variants, order, compare, fmt, times, out) -> None:
     """Print the accuracy table of the run records: variants x tasks, mean ± std over seeds, the average."""
     from lra.records import load_runs, write_text_atomic
     from results.table import render_table
 
+    runs, seen = [], set()
+    for runs_dir in runs_dirs:
+        for run in load_runs(Path(runs_dir)):
+            if run.get("config_hash") not in seen:
+                seen.add(run.get("config_hash"))
+                runs.append(run)
+    runs_dir = ", ".join(runs_dirs)
     try:
-        text = render_table(load_runs(Path(runs_dir)), order=order, compare=compare, fmt=fmt,
+        text = render_table(runs, order=order, compare=compare, fmt=fmt,
                             tasks=[t for item in tasks for t in item.split(",") if t] or None,
-                            variants=_split_specs(",".join(variants)) or None, protocol=protocol, times=times)
+                            variants=split_specs(",".join(variants)) or None, protocol=protocol, times=times)
     except ValueError as e:
         raise click.ClickException(f"{e} (runs: {runs_dir})") from None
     click.echo(text)
@@ -369,7 +380,7 @@ def bench_speed(attention: str, lengths: str, batch_size: int, protocol: str, re
 
     import attention_zoo
 
-    specs = _split_specs(attention)
+    specs = split_specs(attention)
     for spec in specs:
         name, hp = attention_zoo.parse_spec(spec)
         attention_zoo.make_hparams(name, **hp)
@@ -378,17 +389,6 @@ def bench_speed(attention: str, lengths: str, batch_size: int, protocol: str, re
     rows = lbench.speed(specs, _ints(lengths), batch_size, protocol, repeat=repeat, progress=click.echo)
     click.echo(speed_table(rows))
     _save_bench(rows, out, "speed")
-
-
-def _split_specs(text: str) -> list[str]:
-    """'softmax,polarity:alpha=3,performer' -> specs; a 'k=v' item continues the previous spec."""
-    specs: list[str] = []
-    for item in text.split(","):
-        if "=" in item and ":" not in item and specs:
-            specs[-1] += "," + item
-        elif item:
-            specs.append(item)
-    return specs
 
 
 @bench.command("layers")
@@ -404,7 +404,7 @@ def bench_layers(attention: str | None, lengths: str, batch_size: int, dim: int,
     from lra import bench as lbench
     from results.table import layers_table
 
-    specs = _split_specs(attention) if attention else attention_zoo.names()
+    specs = split_specs(attention) if attention else attention_zoo.names()
     rows = lbench.layers(specs, _ints(lengths), batch_size, dim, heads, progress=click.echo)
     click.echo(layers_table(rows))
     _save_bench(rows, out, "layers")

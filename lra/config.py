@@ -179,4 +179,17 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-__all__ = ["ConfigError", "ModelConfig", "RunConfig", "TrainConfig", "apply_overrides", "check"]
+def split_specs(text: str) -> list[str]:
+    """'softmax,polarity:alpha=3,beta=1,linear' -> ['softmax', 'polarity:alpha=3,beta=1', 'linear']:
+    a 'k=v' item without ':' continues the previous spec (as ``lra bench --attention``)."""
+    specs: list[str] = []
+    for item in text.split(","):
+        item = item.strip()
+        if "=" in item and ":" not in item and specs:
+            specs[-1] += "," + item
+        elif item:
+            specs.append(item)
+    return specs
+
+
+__all__ = ["ConfigError", "ModelConfig", "RunConfig", "TrainConfig", "apply_overrides", "check", "split_specs"]

@@ -36,24 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from lra import checkpoint, records
-from lra.config import ConfigError, RunConfig, check
+from lra.config import ConfigError, RunConfig, check, split_specs
 from lra.distributed import safe_env
 
 DONE, DIVERGED, FAILED, PARTIAL, TODO, RUNNING = "done", "diverged", "failed", "partial", "to run", "running"
 SWEEPS_DIR = "_sweeps"
-
-
-def split_specs(text: str) -> list[str]:
-    """'softmax,polarity:alpha=3,beta=1,linear' -> ['softmax', 'polarity:alpha=3,beta=1', 'linear']:
-    a 'k=v' item without ':' continues the previous spec (as ``lra bench --attention``)."""
-    specs: list[str] = []
-    for item in text.split(","):
-        item = item.strip()
-        if "=" in item and ":" not in item and specs:
-            specs[-1] += "," + item
-        elif item:
-            specs.append(item)
-    return specs
 
 
 def parse_seeds(value: str | int | Iterable[Any]) -> list[int]:

@@ -10,11 +10,12 @@
 #   bash scripts/device_detached.sh prepare TASK [SOURCE|-] [--set data.K=V ...]
 #       prepare TASK's data in the foreground (a no-op once it exists).
 #   bash scripts/device_detached.sh start $OUT GPU JOB [then JOB ...]
-#       JOB = TASK "VARIANTS" [SOURCE|-] [--set K=V ...]
+#       JOB = TASK "VARIANTS" [SOURCE|-] [--seeds N[,N]] [--set K=V ...]
 #       prepare the first job's data, then start one detached chain on GPU that runs the
-#       jobs' sweeps one after the other (each chain step prepares its data first, a no-op
+#       jobs' sweeps one after the other (seed 0 unless --seeds); a chain started on a GPU that
+#       has one already waits for it first (each chain step prepares its data first, a no-op
 #       when it exists). --set goes to the sweep (and, for data.* keys, to prepare).
-#       Archives .carry/run_*.tgz from an earlier call or session are unpacked first,
+#       Archives .carry*/run_*.tgz from an earlier call or session are unpacked first (never over a live run),
 #       so their runs resume from their checkpoints.
 #   bash scripts/device_detached.sh wait $OUT SECONDS
 #       wait until every chain has ended or SECONDS have passed (never longer), printing
@@ -30,22 +31,24 @@ mkdir -p "$R/logs" "$R/runs"
 # job_cmds TASK VARIANTS [SOURCE|-] [--set K=V ...] -> two shell lines: prepare, sweep
 job_cmds() {
   local task=$1 variants=$2 src=${3:--}; shift 2; [ $# -gt 0 ] && shift
-  local prep=() sweep=()
+  local prep=() sweep=() seeds=0
   if [ "$src" != - ]; then
     local name; name=$(basename "$src")
     [ -d "/tmp/src/$name" ] || { mkdir -p /tmp/src && cp -r "$src" "/tmp/src/$name"; }
     prep=(--source "/tmp/src/$name"); sweep=(--source "$task=/tmp/src/$name")
   fi
   while [ $# -gt 0 ]; do
-    [ "$1" = --set ] || { echo "unexpected argument $1" >&2; exit 2; }
-    sweep+=(--set "$2")
-    case $2 in data.*) prep+=(--set "${2#data.}") ;; esac
+    case $1 in
+      --seeds) seeds=$2 ;;
+      --set) sweep+=(--set "$2"); case $2 in data.*) prep+=(--set "${2#data.}") ;; esac ;;
+      *) echo "unexpected argument $1" >&2; exit 2 ;;
+    esac
     shift 2
   done
   printf 'python -m cli data prepare %q -p skyformer' "$task"; [ ${#prep[@]} -gt 0 ] && printf ' %q' "${prep[@]}"
   printf ' --no-progress 2>&1 | tail -1\n'
-  printf 'python -m cli sweep --tasks %q --attention %q --seeds 0 --protocol skyformer --jobs-per-gpu 1 --out %q --no-progress' \
-    "$task" "$variants" "$R/runs"; [ ${#sweep[@]} -gt 0 ] && printf ' %q' "${sweep[@]}"
+  printf 'python -m cli sweep --tasks %q --attention %q --seeds %q --protocol skyformer --jobs-per-gpu 1 --out %q --no-progress' \
+    "$task" "$variants" "$seeds" "$R/runs"; [ ${#sweep[@]} -gt 0 ] && printf ' %q' "${sweep[@]}"
   printf '\n'
 }
 
@@ -58,8 +61,13 @@ fi
 
 if [ "$MODE" = start ]; then
   O=$2; GPU=$3; shift 3; mkdir -p "$O"
-  for f in .carry/run_*.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$R"; done
-  chain="$R/logs/g${GPU}.sh"; echo "cd $PWD" > "$chain"; first=1; job=()
+  for f in .carry*/run_*.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$R" --skip-old-files; done  # never over a live run
+  name=g$GPU; n=1; while [ -e "$R/logs/$name.sh" ]; do n=$((n+1)); name=g${GPU}_$n; done
+  chain="$R/logs/$name.sh"; echo "cd $PWD" > "$chain"; first=1; job=()
+  # a GPU that already has a chain: this one waits for it (appended jobs, one run at a time)
+  for p in "$R"/logs/g"$GPU".pid "$R"/logs/g"$GPU"_*.pid; do
+    [ -f "$p" ] && echo "while kill -0 $(cat "$p") 2>/dev/null; do sleep 5; done" >> "$chain"
+  done
   flush() {
     local cmds; cmds=$(job_cmds "${job[@]}") || exit 2
     if [ $first = 1 ]; then  # the first job's data in the foreground, so this call shows it
@@ -72,9 +80,9 @@ if [ "$MODE" = start ]; then
     if [ "$a" = then ]; then flush; job=(); else job+=("$a"); fi
   done
   flush
-  CUDA_VISIBLE_DEVICES=$GPU setsid nohup bash "$chain" > "$R/logs/g$GPU.log" 2>&1 < /dev/null &
-  echo $! > "$R/logs/g$GPU.pid"
-  echo "started chain on GPU $GPU (pid $!):"; grep sweep "$chain" | cut -c1-200
+  CUDA_VISIBLE_DEVICES=$GPU setsid nohup bash "$chain" > "$R/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$R/logs/$name.pid"
+  echo "started chain $name on GPU $GPU (pid $!):"; grep sweep "$chain" | cut -c1-200
   exit 0
 fi
 
@@ -82,12 +90,15 @@ if [ "$MODE" = wait ]; then
   O=$2; SECS=$3; t0=$(date +%s); mkdir -p "$O"
   alive() { for p in "$R"/logs/*.pid; do kill -0 "$(cat "$p")" 2>/dev/null && return 0; done; return 1; }
   # never past SECS: the call's limit kills the packing below, and nothing comes back
-  while alive; do
+  last=0
+  while alive; do  # checked every 5 s, so the call ends as soon as the chains do
     left=$(( SECS - ($(date +%s) - t0) )); [ "$left" -gt 0 ] || break
-    sleep $(( left < 60 ? left : 60 ))
-    echo "--- $(( $(date +%s) - t0 )) s"
-    for l in "$R"/logs/*.log; do
-      echo "$(basename "$l"): $(grep -E "step [0-9]+:|finished|failed|diverged" "$l" | tail -1 | cut -c1-150)"
+    sleep $(( left < 5 ? left : 5 ))
+    el=$(( $(date +%s) - t0 )); [ $((el - last)) -ge 60 ] || { alive && [ "$el" -lt "$SECS" ] && continue; }
+    last=$el; echo "--- $el s"
+    for l in "$R"/runs/*/*/*/worker.log; do  # the runs still training
+      [ -f "$(dirname "$l")/result.json" ] && continue
+      echo "$(basename "$(dirname "$(dirname "$l")")")/$(basename "$(dirname "$(dirname "$(dirname "$l")")")"): $(grep -E "step [0-9]+:" "$l" | tail -1 | cut -c1-150)"
     done
   done
   for l in "$R"/logs/*.log; do
@@ -100,7 +111,7 @@ if [ "$MODE" = wait ]; then
     [ -f "$d/result.json" ] && continue
     [ -f "$d/checkpoint.pt" ] || continue
     run=$(basename "$d"); variant=$(basename "$(dirname "$d")"); task=$(basename "$(dirname "$(dirname "$d")")")
-    tar czf "$O/run_${task}_${variant}_${run##*-}.tgz" "$d"
+    tar czf "$O/run_${task}_${variant}_${run##*-}.tgz" --exclude='*.tmp' "$d"
   done
   ls -la "$O"
   exit 0

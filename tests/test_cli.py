@@ -1,6 +1,7 @@
 """The CLI end to end: errors are one line, a tiny run records and tabulates."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,19 @@ def test_tiny_run_then_table(tmp_path):
     assert lines[0].startswith("| variant | listops |") and "avg" in lines[0]
     body = {l.split("|")[1].strip(): l for l in lines[2:] if l.startswith("|")}
     assert set(body) == {"softmax", "polarity:alpha=5"}
+
+    # --runs repeats: one table over two folders; a run in both counts once
+    other = tmp_path / "other"
+    polarity_run = next(p.parent for p in results if "polarity" in str(p))
+    shutil.move(str(polarity_run), str(other / polarity_run.relative_to(out)))
+    softmax_run = next(p.parent for p in out.rglob("result.json"))
+    shutil.copytree(softmax_run, other / softmax_run.relative_to(out))
+    r = runner.invoke(lra, ["table", "--runs", str(out), "--runs", str(other)])
+    assert r.exit_code == 0, r.output
+    body = {l.split("|")[1].strip(): l for l in r.output.splitlines()[2:] if l.startswith("|")}
+    assert set(body) == {"softmax", "polarity:alpha=5"} and "(1)" in body["softmax"]
+    r = runner.invoke(lra, ["table", "--runs", str(out)])
+    assert "polarity" not in r.output
 
 
 def test_table_without_runs_fails(tmp_path):
