@@ -158,9 +158,9 @@ def sweep_cmd(tasks, attention, seeds, protocol, sets, sources, grid_file, out, 
 
 @lra.command()
 @click.option("--runs", "runs_dirs", default=(DEFAULT_RUNS,), show_default=True, multiple=True,
-              type=click.Path(file_okay=False),
+              type=click.Path(exists=True, file_okay=False),
               help="Folder of run records (repeatable: e.g. a diagnostic sweep beside the main one; "
-                   "a run found in two folders counts once).")
+                   "a run found in two folders counts once, as the table does for any duplicate).")
 @click.option("--protocol", default=None, help="Only runs of this protocol.")
 @click.option("--task", "tasks", multiple=True,
               help="Only these tasks (repeatable or comma-separated): listops, text, retrieval, image, pathfinder.")
@@ -181,19 +181,12 @@ def table(runs_dirs, protocol, tasks, variants, order, compare, fmt, times, out)
     from lra.records import load_runs, write_text_atomic
     from results.table import render_table
 
-    runs, seen = [], set()
-    for runs_dir in runs_dirs:
-        for run in load_runs(Path(runs_dir)):
-            if run.get("config_hash") not in seen:
-                seen.add(run.get("config_hash"))
-                runs.append(run)
-    runs_dir = ", ".join(runs_dirs)
     try:
-        text = render_table(runs, order=order, compare=compare, fmt=fmt,
+        text = render_table(load_runs(*map(Path, runs_dirs)), order=order, compare=compare, fmt=fmt,
                             tasks=[t for item in tasks for t in item.split(",") if t] or None,
                             variants=split_specs(",".join(variants)) or None, protocol=protocol, times=times)
     except ValueError as e:
-        raise click.ClickException(f"{e} (runs: {runs_dir})") from None
+        raise click.ClickException(f"{e} (runs: {', '.join(runs_dirs)})") from None
     click.echo(text)
     if out:
         write_text_atomic(Path(out), text + "\n")

@@ -91,15 +91,16 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def load_runs(root: Path) -> list[dict[str, Any]]:
-    """Every finished run under ``root``: result.json merged with its config."""
+def load_runs(*roots: Path) -> list[dict[str, Any]]:
+    """Every finished run under the ``roots``: result.json merged with its config."""
     runs = []
-    for result_path in sorted(Path(root).rglob(RESULT)):
-        run = result_path.parent
-        try:
-            result = json.loads(result_path.read_text())
-            config = json.loads((run / CONFIG).read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        runs.append({**result, "config": config, "dir": str(run)})
+    for root in roots:
+        for result_path in sorted(Path(root).rglob(RESULT)):
+            run = result_path.parent
+            try:
+                result = json.loads(result_path.read_text())
+                config = json.loads((run / CONFIG).read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            runs.append({**result, "config": config, "dir": str(run)})
     return runs

@@ -94,6 +94,9 @@ def test_tiny_run_then_table(tmp_path):
 def test_table_without_runs_fails(tmp_path):
     r = CliRunner().invoke(lra, ["table", "--runs", str(tmp_path)])
     assert r.exit_code != 0 and "no finished runs" in r.output
+    # a mistyped second folder is an error, not a table that silently lacks its runs
+    r = CliRunner().invoke(lra, ["table", "--runs", str(tmp_path), "--runs", str(tmp_path / "missing")])
+    assert r.exit_code != 0 and "does not exist" in r.output
 
 
 def test_reproduction_command_runs_retrieval_on_a_small_aan_file(tmp_path, monkeypatch):

