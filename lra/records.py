@@ -91,8 +91,34 @@ def environment() -> dict[str, Any]:
     return env
 
 
+# A run whose smoothed training loss ends this far (nats) above its lowest got worse late in
+# training (diverged or collapsed), even when its best-validation checkpoint looks fine.
+LOSS_RISE_UNSTABLE = 0.1
+
+
+def train_loss_rise(metrics: list[dict[str, Any]]) -> float | None:
+    """How far the training loss ends above its lowest, both as moving averages over
+    ``max(5, n // 20)`` consecutive logs (n logged steps; the last log of a step counts,
+    so a resumed run's repeated steps count once). None with fewer logs than one window.
+    A healthy run ends near 0 (it still improves or has flattened); see
+    ``LOSS_RISE_UNSTABLE``."""
+    by_step = {m["step"]: m["train_loss"] for m in metrics
+               if isinstance(m.get("step"), int) and isinstance(m.get("train_loss"), (int, float))}
+    losses = [by_step[s] for s in sorted(by_step)]
+    w = max(5, len(losses) // 20)
+    if len(losses) < w:
+        return None
+    smooth, total = [], sum(losses[:w])
+    smooth.append(total / w)
+    for i in range(w, len(losses)):
+        total += losses[i] - losses[i - w]
+        smooth.append(total / w)
+    return smooth[-1] - min(smooth)
+
+
 def load_runs(*roots: Path) -> list[dict[str, Any]]:
-    """Every finished run under the ``roots``: result.json merged with its config."""
+    """Every finished run under the ``roots``: result.json merged with its config, plus
+    ``train_loss_rise`` from its metrics (None when they are missing or too short)."""
     runs = []
     for root in roots:
         for result_path in sorted(Path(root).rglob(RESULT)):
@@ -102,5 +128,6 @@ def load_runs(*roots: Path) -> list[dict[str, Any]]:
                 config = json.loads((run / CONFIG).read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            runs.append({**result, "config": config, "dir": str(run)})
+            rise = train_loss_rise(read_jsonl(run / METRICS))
+            runs.append({**result, "config": config, "dir": str(run), "train_loss_rise": rise})
     return runs

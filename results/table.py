@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from lra.records import LOSS_RISE_UNSTABLE
 from results import published
 
 LRA_ORDER = ["listops", "text", "retrieval", "image", "pathfinder"]
@@ -45,10 +46,11 @@ def records_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per finished run: task, variant, protocol, seed, accuracies (in %), times.
 
     ``setting`` identifies the configuration apart from the seed; ``world_size`` is 1
-    unless a record says otherwise (for the compute time of multi-GPU runs).
+    unless a record says otherwise (for the compute time of multi-GPU runs);
+    ``train_loss_rise`` is ``lra.records.train_loss_rise`` (None when unknown).
     """
     columns = ["task", "variant", "protocol", "seed", "test_acc", "best_val_acc", "wall_seconds",
-               "train_seconds", "world_size", "config_hash", "setting", "dir"]
+               "train_seconds", "world_size", "config_hash", "setting", "dir", "train_loss_rise"]
     rows = [
         {
             "task": r["task"], "variant": r["variant"], "protocol": r["protocol"], "seed": r["seed"],
@@ -56,6 +58,7 @@ def records_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
             "wall_seconds": r.get("wall_seconds"), "train_seconds": r.get("train_seconds"),
             "world_size": int(r.get("world_size") or 1), "config_hash": r.get("config_hash"),
             "setting": _setting(r.get("config")), "dir": r.get("dir"),
+            "train_loss_rise": r.get("train_loss_rise"),
         }
         for r in runs
         if r.get("status") == "finished" and r.get("test_acc") is not None
@@ -104,6 +107,7 @@ class Cell:
     std: float | None = None  # sample std (ddof=1); None for one seed or a published value
     n: int | None = None  # seeds
     mixed: bool = False  # the runs differ in configuration beyond the seed
+    unstable: bool = False  # a run's training loss ended well above its lowest (LOSS_RISE_UNSTABLE)
 
 
 @dataclass
@@ -190,8 +194,10 @@ def build_table(runs: list[dict[str, Any]], *, order: str = "lra", compare: str 
         row = Row(variant=variant, protocol=proto, source="ours")
         for task, runs_t in g.groupby("task", sort=False):
             accs = runs_t.drop_duplicates("seed", keep="last").test_acc  # one run per seed
+            rise = pd.to_numeric(runs_t.train_loss_rise, errors="coerce")
             row.cells[task] = Cell(mean=float(accs.mean()), std=float(accs.std()) if len(accs) > 1 else None,
-                                   n=len(accs), mixed=runs_t.setting.nunique() > 1)
+                                   n=len(accs), mixed=runs_t.setting.nunique() > 1,
+                                   unstable=bool((rise > LOSS_RISE_UNSTABLE).any()))
         means = [row.cells[t].mean for t in columns if t in row.cells]
         if means:
             row.avg, row.avg_tasks = sum(means) / len(means), len(means)
@@ -250,6 +256,10 @@ def _notes(table: Table, skipped: list[dict[str, Any]], pub: pd.DataFrame | None
         notes.append(f"avg*: average over the available tasks only ({' or '.join(map(str, counts))} of 5).")
     if any(c.mixed for r in ours for c in r.cells.values()):
         notes.append("(n)†: these runs differ in configuration beyond the seed.")
+    if any(c.unstable for r in ours for c in r.cells.values()):
+        notes.append(f"‡: a run whose training loss ended more than {LOSS_RISE_UNSTABLE} above its lowest "
+                     "(moving averages): it got worse late in training; the cell is still its "
+                     "best-validation checkpoint.")
     if table.compare:
         src = published.SOURCES[table.compare]
         theirs = sorted(set(pub.protocol)) if pub is not None and len(pub) else [src.protocol]
@@ -302,6 +312,7 @@ class _Style:
     pm = "±"
     star = "*"
     dagger = "†"
+    ddagger = "‡"
 
     def text(self, s: str) -> str:
         return s
@@ -318,9 +329,10 @@ class _Latex(_Style):
     pm = "$\\pm$"
     star = "$^{*}$"
     dagger = "$^{\\dagger}$"
+    ddagger = "$^{\\ddagger}$"
     _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^{\\dagger}$", "ö": r"\"o"}
+                "±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^{\\dagger}$", "‡": "$^{\\ddagger}$", "ö": r"\"o"}
 
     def text(self, s: str) -> str:
         return "".join(self._ESCAPES.get(c, c) for c in s)
@@ -351,7 +363,7 @@ def _cells(table: Table, row: Row, style: _Style, digits: int) -> list[str]:
                 mean = style.bold(mean)
             if c.n is not None:
                 mean += f" {style.pm} {c.std:.{digits}f}" if c.std is not None else ""
-                mean += f" ({c.n})" + (style.dagger if c.mixed else "")
+                mean += f" ({c.n})" + (style.dagger if c.mixed else "") + (style.ddagger if c.unstable else "")
             out.append(mean)
         elif key == "avg":
             if row.avg is None:
@@ -423,6 +435,7 @@ def to_csv(table: Table, digits: int = 4) -> str:
             rec[t] = c.mean if c else None
             rec[f"{t}_std"] = c.std if c else None
             rec[f"{t}_n"] = c.n if c else None
+            rec[f"{t}_unstable"] = c.unstable if c is not None and c.n is not None else None
             if table.compare:
                 rec[f"{t}_delta"] = row.delta.get(t)
         rec["avg"], rec["avg_tasks"] = row.avg, row.avg_tasks or None
@@ -436,6 +449,8 @@ def to_csv(table: Table, digits: int = 4) -> str:
     for c in frame.columns:
         if c.endswith("_n") or c in ("avg_tasks", "runs"):
             frame[c] = frame[c].astype("Int64")
+        elif c.endswith("_unstable"):
+            frame[c] = frame[c].astype("boolean")
         elif c not in ("variant", "protocol", "source", "model"):
             frame[c] = pd.to_numeric(frame[c]).round(digits)
     return frame.to_csv(index=False, lineterminator="\n")

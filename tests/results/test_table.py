@@ -64,7 +64,7 @@ def md_rows(text: str) -> tuple[list[str], list[list[str]]]:
     return cells[0], cells[2:]
 
 
-MD_CELL = re.compile(r"^(?P<bold>\*\*)?(?P<mean>\d+\.\d+)(?:\*\*)?(?: ± (?P<std>\d+\.\d+))? \((?P<n>\d+)\)(?P<mixed>†)?$")
+MD_CELL = re.compile(r"^(?P<bold>\*\*)?(?P<mean>\d+\.\d+)(?:\*\*)?(?: ± (?P<std>\d+\.\d+))? \((?P<n>\d+)\)(?P<mixed>†)?(?P<unstable>‡)?$")
 TEX_CELL = re.compile(r"^(?P<bold>\\textbf\{)?(?P<mean>\d+\.\d+)\}?(?: \$\\pm\$ (?P<std>\d+\.\d+))? \((?P<n>\d+)\)$")
 
 
@@ -381,3 +381,28 @@ def test_variant_matching():
     assert published.match_variant("polarity:alpha=3,kernel_size=3", pola) is None
     assert published.match_variant("softmax_naive", pola) == "softmax"
     assert published.match_variant("not_a_variant:x=1", pola) is None
+
+
+def test_a_run_whose_training_loss_rose_marks_its_cell(quick_records, tmp_path):
+    """Edited copy of the real records: one listops softmax seed gets a training loss that
+    climbs over its last logs (a late collapse); its cell, and only it, is marked ‡ in
+    every format, with the note, and its accuracy is still the mean over seeds."""
+    root = tmp_path / "runs"
+    shutil.copytree(quick_records, root)
+    exp = expected(quick_records)
+    run = sorted(p.parent for p in root.glob("listops/softmax/*/result.json"))[0]
+    rows = [{"step": 10 * i, "train_loss": 1.0 if i <= 15 else 2.0} for i in range(1, 21)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    text = render_table(load_runs(root))
+    _, md = md_rows(text)
+    cells = {r[0]: r for r in md}
+    m = check_cell(cells["softmax"][1], exp[("softmax", "listops")], MD_CELL)
+    assert m["unstable"] == "‡" and "‡: a run whose training loss ended more than 0.1 above its lowest" in text
+    assert [c for r in md for c in r if "‡" in c] == [cells["softmax"][1]], "only the edited run's cell"
+    assert "‡" not in render_table(load_runs(quick_records)), "the real quick runs are not flagged"
+
+    latex = render_table(load_runs(root), fmt="latex")
+    assert "(2)$^{\\ddagger}$" in latex and latex.count("$^{\\ddagger}$") == 2  # the cell and its note
+    by_variant = {r["variant"]: r for r in csv.DictReader(io.StringIO(render_table(load_runs(root), fmt="csv")))}
+    assert by_variant["softmax"]["listops_unstable"] == "True" and by_variant["softmax"]["pathfinder_unstable"] == "False"
