@@ -193,8 +193,8 @@ def build_table(runs: list[dict[str, Any]], *, order: str = "lra", compare: str 
         g = grouped.get_group((variant, proto))
         row = Row(variant=variant, protocol=proto, source="ours")
         for task, runs_t in g.groupby("task", sort=False):
-            accs = runs_t.drop_duplicates("seed", keep="last").test_acc  # one run per seed
-            rise = pd.to_numeric(runs_t.train_loss_rise, errors="coerce")
+            kept = runs_t.drop_duplicates("seed", keep="last")  # one run per seed
+            accs, rise = kept.test_acc, pd.to_numeric(kept.train_loss_rise, errors="coerce")
             row.cells[task] = Cell(mean=float(accs.mean()), std=float(accs.std()) if len(accs) > 1 else None,
                                    n=len(accs), mixed=runs_t.setting.nunique() > 1,
                                    unstable=bool((rise > LOSS_RISE_UNSTABLE).any()))
