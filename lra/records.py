@@ -108,11 +108,7 @@ def train_loss_rise(metrics: list[dict[str, Any]]) -> float | None:
     w = max(5, len(losses) // 20)
     if len(losses) < w:
         return None
-    smooth, total = [], sum(losses[:w])
-    smooth.append(total / w)
-    for i in range(w, len(losses)):
-        total += losses[i] - losses[i - w]
-        smooth.append(total / w)
+    smooth = [sum(losses[i:i + w]) / w for i in range(len(losses) - w + 1)]
     return smooth[-1] - min(smooth)
 
 
