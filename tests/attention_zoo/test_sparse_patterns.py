@@ -522,21 +522,55 @@ def test_linformer_identity_projection_is_softmax():
     torch.testing.assert_close(m(x, mask), ref(x, mask), rtol=1e-12, atol=1e-12)
 
 
-def test_linformer_matches_projection_formula():
+@pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.parametrize("trainable", [True, False])
+def test_linformer_matches_projection_formula(per_head, trainable):
     length, kk = 70, 24
-    m = make("linformer", max_len=100, k=kk)
+    m = make("linformer", max_len=100, k=kk, per_head=per_head, trainable=trainable)
+    assert m.E.shape == m.F.shape == (HEADS if per_head else 1, kk, 100)
     x, mask = inputs(2, length, [0, 25])
     q, k, v = qkv(m, x)
     keep = mask[:, None, :, None].double()
-    kp = torch.einsum("kl,bhld->bhkd", m.E[:, :length], k * keep)
-    vp = torch.einsum("kl,bhld->bhkd", m.F[:, :length], v * keep)
+    e, f = (p[:, :, :length].expand(HEADS, -1, -1) for p in (m.E, m.F))  # (H, k, L)
+    kp = torch.einsum("hkl,bhld->bhkd", e, k * keep)
+    vp = torch.einsum("hkl,bhld->bhkd", f, v * keep)
     o = softmax_ref(q, kp, vp, torch.ones(1, 1, length, kk, dtype=torch.bool))
     torch.testing.assert_close(m(x, mask), out_proj(m, o), rtol=1e-12, atol=1e-12)
+
+
+def test_linformer_per_head_projections_differ_per_head():
+    m = make("linformer", per_head=True)
+    assert not torch.equal(m.E[0], m.E[1])
+    x, mask = inputs(1, 50)
+    with torch.no_grad():
+        m.E[1] = m.E[0]
+        m.F[1] = m.F[0]
+        same = m(x, mask)
+        m.E[1].mul_(2.0)
+    assert not torch.allclose(m(x, mask), same)  # head 1 reads its own projection
 
 
 def test_linformer_share_kv_has_one_projection():
     m = make("linformer", share_kv=True)
     assert m.F is None and "F" not in dict(m.named_parameters())
+
+
+@pytest.mark.parametrize("share_kv", [False, True])
+def test_linformer_fixed_projection_is_a_buffer_that_training_leaves_alone(share_kv):
+    m = make("linformer", max_len=60, k=12, share_kv=share_kv, trainable=False, per_head=True).train()
+    names = ["E"] if share_kv else ["E", "F"]
+    assert not {"E", "F"} & set(dict(m.named_parameters()))
+    assert set(names) <= set(m.state_dict())  # saved with checkpoints, so a resumed run keeps it
+    before = {n: getattr(m, n).clone() for n in names}
+    opt = torch.optim.Adam(m.parameters(), lr=0.1)
+    x, mask = inputs(2, 45, [0, 7])
+    m(x, mask).square().sum().backward()
+    opt.step()
+    assert all(p.grad is not None for p in m.parameters())
+    for n in names:
+        assert getattr(m, n).grad is None and torch.equal(getattr(m, n), before[n])
+    learned = make("linformer", max_len=60, k=12, share_kv=share_kv, per_head=True)
+    assert set(names) <= set(dict(learned.named_parameters()))
 
 
 # ------------------------------------------------------------------------ synthesizer

@@ -63,7 +63,8 @@ def test_the_issue_grid_and_two_shards_cover_it_once():
 
 def test_the_skyformer_protocol_sets_its_reference_codes_variant_settings():
     """Skyformer's code/config.py: Nystromformer without the convolution on v, Performer with 128
-    features. The plain name is that setting; spelling a default out is the same run; another
+    features; its models/attention_linformer.py: one fixed random E per head for keys and values.
+    The plain name is that setting; spelling a default out is the same run; another
     value is another run, labelled by what differs."""
     def run(spec, protocol="skyformer"):
         return sweep.resolve_run("listops", spec, protocol, 0, {}, None)
@@ -75,12 +76,20 @@ def test_the_skyformer_protocol_sets_its_reference_codes_variant_settings():
     assert conv.hash() != nys.hash() and conv.variant_label() == "nystromformer:conv_kernel=35"
     assert run("performer").model.attention_hp == {"nb_features": 128}
     assert run("performer:nb_features=256").variant_label() == "performer:nb_features=256"
+    lin = run("linformer")
+    assert lin.model.attention_hp == {"share_kv": True, "per_head": True, "trainable": False}
+    assert lin.variant_label() == "linformer"
+    learned = run("linformer:trainable=true")
+    assert learned.hash() != lin.hash() and learned.variant_label() == "linformer:trainable=true"
     assert run("linear").model.attention_hp == {}
     # Other protocols keep the zoo's defaults (Nystromformer's own port has the kernel-35 conv).
     assert run("nystromformer", "nystromformer").model.attention_hp == {}
     from lra.model import Block  # the built layer follows the config
 
     assert Block(nys.model, 256).attn.conv is None and Block(conv.model, 256).attn.conv is not None
+    fixed = Block(lin.model, 256).attn
+    assert fixed.F is None and fixed.E.shape == (2, 128, 256) and "E" in dict(fixed.named_buffers())
+    assert "E" in dict(Block(learned.model, 256).attn.named_parameters())
 
 
 def test_grid_file_resolves_like_the_command_line(tmp_path):
