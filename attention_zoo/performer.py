@@ -19,6 +19,19 @@ Forms follow the Performer paper and its authors' reference code
   row norms drawn as the norms of d-dim Gaussian vectors ("gaussian", scaling=0 in the
   reference) or all sqrt(d) ("sqrt_d", scaling=1).
 
+The Skyformer code's LRA Performer (``models/attention_performer.py``, the Nystromformer
+LRA wrapper around the port's ``FastAttention`` with ``kernel_type="exp"``, which still takes
+the softmax-kernel path) differs in four ways, each a hyperparameter here (the skyformer
+protocol sets all four):
+
+* ``qk_scale="d"``: the wrapper divides q and k by d^1/4 and the kernel scales them by d^-1/4
+  again, so the features estimate exp(q.k / d) instead of exp(q.k / sqrt(d));
+* ``padded_keys=True``: padded keys are zeroed (k = 0, v = 0) but stay in the sum, so each
+  adds m^-1/2 (exp(-c) + stabiliser) to every normaliser;
+* ``key_max="batch"``: the key-side c is one number, the max over the whole batch, heads,
+  keys (padded ones included) and features;
+* ``stabiliser=1e-4``.
+
 Features live in a buffer drawn from a seed buffer, so DDP ranks (which broadcast
 buffers) and checkpoints share them; ``redraw_interval`` N > 0 redraws every N training
 forward passes (the port's default is 1000; the LRA ports never redraw, hence 0 here).
@@ -67,12 +80,22 @@ class PerformerHP:
     redraw_interval: int = 0
     feature_norms: Literal["gaussian", "sqrt_d"] = "gaussian"
     qkv_bias: bool = True
+    # The next three shape the softmax kernel only (the relu kernel ignores them, so a protocol
+    # that sets them still admits kernel=relu).
+    # estimate exp(q.k / sqrt(d)) (the paper) or exp(q.k / d) (Skyformer code)
+    qk_scale: Literal["sqrt_d", "d"] = "sqrt_d"
+    # the keys' c per (batch, head) over real keys, or one over the whole batch
+    key_max: Literal["head", "batch"] = "head"
+    stabiliser: float = SOFTMAX_STABILISER  # added to every exp feature
+    padded_keys: bool = False  # padded keys, zeroed, stay in the normaliser (Skyformer code)
 
     def check(self) -> None:
         if self.nb_features < 1:
             raise ValueError(f"nb_features must be >= 1, got {self.nb_features}")
         if self.redraw_interval < 0:
             raise ValueError(f"redraw_interval must be >= 0 (0 = never), got {self.redraw_interval}")
+        if not self.stabiliser >= 0:
+            raise ValueError(f"stabiliser must be >= 0, got {self.stabiliser}")
 
 
 @register("performer", PerformerHP, time="O(L m D)", memory="O(L m + m D)")
@@ -83,6 +106,8 @@ class PerformerAttention(nn.Module):
     def __init__(self, dim: int, heads: int, max_len: int, hp: PerformerHP) -> None:
         super().__init__()
         self.heads, self.kernel, self.norms = heads, hp.kernel, hp.feature_norms
+        self.qk_scale, self.key_max, self.stabiliser, self.padded_keys = (
+            hp.qk_scale, hp.key_max, hp.stabiliser, hp.padded_keys)
         self.redraw_interval = hp.redraw_interval
         self.calls_since_redraw = 0
         self.qkv = nn.Linear(dim, 3 * dim, bias=hp.qkv_bias)
@@ -107,29 +132,35 @@ class PerformerAttention(nn.Module):
         self.features.copy_(w.to(self.features))
 
     def feature_map(self, x: Tensor, mask: Tensor, is_query: bool) -> Tensor:
-        """(B, H, L, D) -> (B, H, L, m) non-negative features, in x's dtype (use float32+)."""
+        """(B, H, L, D) -> (B, H, L, m) non-negative features, in x's dtype (use float32+).
+        ``mask`` marks the keys that count (all of them with ``padded_keys``)."""
         w = self.features.to(x.dtype)  # (m, D)
         if self.kernel == "relu":
             return torch.relu(w.shape[0] ** -0.5 * (x @ w.T)) + RELU_STABILISER
-        x = x * x.shape[-1] ** -0.25
+        x = x * x.shape[-1] ** (-0.25 if self.qk_scale == "sqrt_d" else -0.5)
         proj = x @ w.T  # (B, H, L, m)
         half_sq = (x * x).sum(-1, keepdim=True) / 2  # (B, H, L, 1)
         if is_query:
             c = proj.detach().amax(-1, keepdim=True)  # (B, H, L, 1)
         else:
             real = mask[:, None, :, None]
-            c = proj.detach().masked_fill(~real, float("-inf")).amax(dim=(-2, -1), keepdim=True)  # (B, H, 1, 1)
+            dims = (0, 1, 2, 3) if self.key_max == "batch" else (-2, -1)
+            c = proj.detach().masked_fill(~real, float("-inf")).amax(dim=dims, keepdim=True)  # (B, H, 1, 1) or one
             c = torch.where(torch.isfinite(c), c, 0.0)  # no real key: anything finite
-        return w.shape[0] ** -0.5 * (torch.exp(proj - half_sq - c) + SOFTMAX_STABILISER)
+        return w.shape[0] ** -0.5 * (torch.exp(proj - half_sq - c) + self.stabiliser)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """(B, H, L, D) q, k, v -> (B, H, L, D) in the accumulation dtype."""
         with full_precision(q):
             acc = acc_dtype(q)
+            if self.padded_keys:  # padded keys zeroed, then counted like real ones
+                keep = mask[:, None, :, None]
+                k, v = torch.where(keep, k, 0.0), torch.where(keep, v, 0.0)
+                mask = torch.ones_like(mask)
             phi_q = self.feature_map(q.to(acc), mask, is_query=True)
             phi_k = self.feature_map(k.to(acc), mask, is_query=False)
-            # Features are >= the stabiliser, so den >= n * 1e-12 whenever a real key exists;
-            # the clamp only turns a row without real keys into 0 instead of 0/0.
+            # Features are >= m^-1/2 stabiliser, so den > 0 whenever a key counts; the clamp
+            # only turns a row without one (or underflowed features at stabiliser 0) into 0, not 0/0.
             return kernel_linear_attention(phi_q, phi_k, v, mask, eps=1e-30, clamp=True)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

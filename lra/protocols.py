@@ -30,11 +30,15 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "train": _SKY_TRAIN,
         # The Skyformer code's per-variant settings (code/config.py "extra_attn_config") where they
         # differ from the zoo's defaults: its Nystromformer has no convolution on v (the config
-        # has no conv_kernel_size), its Performer draws rp_dim = 128 features, its Linformer has
+        # has no conv_kernel_size), its Performer draws rp_dim = 128 features and takes the
+        # Nystromformer LRA wrapper's form (q.k / d, padded keys zeroed but counted, one key-side
+        # max per batch, stabiliser 1e-4: attention_zoo/performer.py), its Linformer has
         # one projection E per head, shared by keys and values, which stays at its random init
         # (code/models/attention_linformer.py: ``nn.Parameter(...).to(device)`` is an unregistered
         # copy, so the optimizer never updates E).
-        "attention": {"nystromformer": {"conv_kernel": 0}, "performer": {"nb_features": 128},
+        "attention": {"nystromformer": {"conv_kernel": 0},
+                      "performer": {"nb_features": 128, "qk_scale": "d", "key_max": "batch", "stabiliser": 1e-4,
+                                    "padded_keys": True},
                       "linformer": {"share_kv": True, "per_head": True, "trainable": False}},
         "tasks": {
             "listops": {"train": _sky(32, 1e-4, 1000, 500, 62)},

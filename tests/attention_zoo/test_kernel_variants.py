@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 import attention_zoo as az
 from attention_zoo.nystromformer import nystrom_attention, segment_landmarks
+from attention_zoo.registry import HyperparameterError
 from attention_zoo.skyformer import skyformer_attention
 
 DIM, HEADS, MAX_LEN = 32, 2, 512
@@ -77,8 +78,10 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float:
     return ((out - ref)[sel].norm() / ref[sel].norm()).item()
 
 
-def exact_softmax(q, k, v, mask):
-    logits = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
+def exact_softmax(q, k, v, mask, temperature=None):
+    """softmax(q.k / temperature) over real keys; temperature sqrt(d) unless given."""
+    temperature = math.sqrt(q.shape[-1]) if temperature is None else temperature
+    logits = torch.einsum("bhid,bhjd->bhij", q, k) / temperature
     logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
     return torch.softmax(logits, dim=-1) @ v
 
@@ -187,15 +190,64 @@ def test_performer_left_product(kernel):
     assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
 
 
-def test_performer_error_shrinks_with_features():
+# The Skyformer code's LRA Performer (attention_zoo/performer.py says where each comes from).
+SKYFORMER_CODE = dict(qk_scale="d", key_max="batch", stabiliser=1e-4, padded_keys=True)
+
+
+def test_performer_skyformer_code_form():
+    """Written out: q and k scaled by d^-1/2 in all, padded keys zeroed but kept in the
+    normaliser, the key-side c one max over the whole batch (padded keys included), 1e-4."""
+    l = 37
+    mod, x, mask = build("performer", nb_features=48, **SKYFORMER_CODE), inputs(l), masks(l)
+    assert not mask.all()  # padded keys present, so counting them is tested
+    q, k, v = (to_heads(t) for t in qkv(mod, x))
+    keep = mask[:, None, :, None].double()
+    k, v = k * keep, v * keep
+    w = mod.features  # (m, D)
+    m, d = w.shape
+
+    def phi(t, c):
+        t = t / math.sqrt(d)
+        return (torch.exp(t @ w.T - (t * t).sum(-1, keepdim=True) / 2 - c) + 1e-4) / math.sqrt(m)
+
+    phi_q = phi(q, ((q / math.sqrt(d)) @ w.T).amax(-1, keepdim=True))
+    phi_k = phi(k, ((k / math.sqrt(d)) @ w.T).max())
+    sim = phi_q @ phi_k.transpose(-1, -2)  # (B, H, L, L), every key
+    ref = mod.proj(from_heads((sim @ v) / sim.sum(-1, keepdim=True)))
+    assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
+    # each of the four differs from the paper's form on this input
+    for name, paper in [("qk_scale", "sqrt_d"), ("key_max", "head"), ("stabiliser", 1e-6), ("padded_keys", False)]:
+        other = build("performer", nb_features=48, **{**SKYFORMER_CODE, name: paper})
+        assert (other(x, mask) - ref)[mask].abs().max() > 1e-9, name
+
+
+def test_performer_relu_kernel_ignores_the_softmax_kernel_options():
+    l = 23
+    x, mask = inputs(l), masks(l)
+    plain = build("performer", nb_features=32, kernel="relu")(x, mask)
+    other = build("performer", nb_features=32, kernel="relu", qk_scale="d", key_max="batch", stabiliser=1e-4)
+    assert torch.equal(other(x, mask), plain)
+
+
+def test_performer_options_are_checked():
+    with pytest.raises(HyperparameterError, match="stabiliser must be >= 0"):
+        az.make_hparams("performer", stabiliser=-1e-4)
+    with pytest.raises(HyperparameterError, match="qk_scale"):
+        az.make_hparams("performer", qk_scale="d2")
+
+
+@pytest.mark.parametrize("qk_scale", ["sqrt_d", "d"])
+def test_performer_error_shrinks_with_features(qk_scale):
     l, seeds = 60, range(4)
 
     def mean_err(m: int) -> float:
         errs = []
         for seed in seeds:
-            mod, x, mask = build("performer", seed=seed, nb_features=m), inputs(l, seed=seed), masks(l)
+            mod = build("performer", seed=seed, nb_features=m, qk_scale=qk_scale)
+            x, mask = inputs(l, seed=seed), masks(l)
             q, k, v = (to_heads(t) for t in qkv(mod, x))
-            errs.append(rel_err(mod.attend(q, k, v, mask), exact_softmax(q, k, v, mask), mask))
+            temperature = math.sqrt(D) if qk_scale == "sqrt_d" else D
+            errs.append(rel_err(mod.attend(q, k, v, mask), exact_softmax(q, k, v, mask, temperature), mask))
         return sum(errs) / len(errs)
 
     small, large = mean_err(16), mean_err(1024)

@@ -63,7 +63,7 @@ def test_the_issue_grid_and_two_shards_cover_it_once():
 
 def test_the_skyformer_protocol_sets_its_reference_codes_variant_settings():
     """Skyformer's code/config.py: Nystromformer without the convolution on v, Performer with 128
-    features; its models/attention_linformer.py: one fixed random E per head for keys and values.
+    features (in its attention_performer.py's form); its models/attention_linformer.py: one fixed random E per head for keys and values.
     The plain name is that setting; spelling a default out is the same run; another
     value is another run, labelled by what differs."""
     def run(spec, protocol="skyformer"):
@@ -74,8 +74,14 @@ def test_the_skyformer_protocol_sets_its_reference_codes_variant_settings():
     assert run("nystromformer:conv_kernel=0").hash() == nys.hash()
     conv = run("nystromformer:conv_kernel=35")
     assert conv.hash() != nys.hash() and conv.variant_label() == "nystromformer:conv_kernel=35"
-    assert run("performer").model.attention_hp == {"nb_features": 128}
+    perf = run("performer")
+    assert perf.model.attention_hp == {"nb_features": 128, "qk_scale": "d", "key_max": "batch",
+                                       "stabiliser": 1e-4, "padded_keys": True}
+    assert perf.variant_label() == "performer"
     assert run("performer:nb_features=256").variant_label() == "performer:nb_features=256"
+    favor = run("performer:qk_scale=sqrt_d,key_max=head,stabiliser=1e-6,padded_keys=false")
+    assert favor.hash() != perf.hash()
+    assert favor.variant_label() == "performer:key_max=head,padded_keys=false,qk_scale=sqrt_d,stabiliser=1e-6"
     lin = run("linformer")
     assert lin.model.attention_hp == {"share_kv": True, "per_head": True, "trainable": False}
     assert lin.variant_label() == "linformer"
