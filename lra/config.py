@@ -20,10 +20,21 @@ class ModelConfig:
     heads: int = 2
     ffn: int = 128
     dropout: float = 0.1
-    pooling: Literal["mean", "cls"] = "mean"
+    # mean: over the real tokens; mean_padded: padded positions zeroed, then the mean over the
+    # whole padded length (the Skyformer code's MEAN pooling); cls: a prepended CLS token
+    pooling: Literal["mean", "mean_padded", "cls"] = "mean"
     head_hidden: int = 128
     attention: str = "softmax"
     attention_hp: dict[str, Any] = field(default_factory=dict)
+    # std of the token embedding's normal init; None keeps nn.Embedding's N(0, 1) (the Skyformer
+    # code draws N(0, 0.02^2), as for its positions)
+    embed_std: float | None = None
+
+
+# Fields added after run records existed, with the value every earlier run had: left out of a
+# config's dict (config.json and the hash) while they hold it, so earlier records keep their
+# identity and the same command still finds them.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"model": {"embed_std": None}}
 
 
 @dataclass
@@ -62,7 +73,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for section, fields_ in LEGACY_DEFAULTS.items():
+            for key, legacy in fields_.items():
+                if d[section].get(key, legacy) == legacy:
+                    d[section].pop(key, None)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -124,6 +140,8 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
         return coerce(value, bool, key) if value.lower() != "none" else None
     if typ in (str | None, typing.Optional[str]):
         return None if value.lower() == "none" else value
+    if typ in (float | None, typing.Optional[float]):
+        return None if value.lower() == "none" else coerce(value, float, key)
     return value
 
 
@@ -164,6 +182,8 @@ def check(cfg: RunConfig) -> None:
         problems.append(f"model.dim {m.dim} is not divisible by model.heads {m.heads}")
     if not 0 <= m.dropout < 1:
         problems.append("model.dropout must be in [0, 1)")
+    if m.embed_std is not None and not m.embed_std > 0:
+        problems.append("model.embed_std must be > 0 (or none: nn.Embedding's N(0, 1))")
     for name in ("steps", "batch_size", "eval_every"):
         if getattr(t, name) < 1:
             problems.append(f"train.{name} must be >= 1")

@@ -35,7 +35,10 @@ class Encoder(nn.Module):
         self.cls = cfg.pooling == "cls"
         self.mask_zero = mask_zero
         max_len = seq_len + int(self.cls)
+        self.padded_mean = cfg.pooling == "mean_padded"
         self.tok = nn.Embedding(vocab_size + int(self.cls), cfg.dim)  # the last id is CLS
+        if cfg.embed_std is not None:
+            nn.init.normal_(self.tok.weight, std=cfg.embed_std)
         self.pos = nn.Parameter(torch.randn(1, max_len, cfg.dim) * 0.02)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg, max_len) for _ in range(cfg.layers)])
@@ -57,6 +60,8 @@ class Encoder(nn.Module):
         if self.cls:
             return x[:, 0]
         m = mask[..., None].to(x.dtype)
+        if self.padded_mean:
+            return (x * m).mean(1)  # padded positions count as zeros
         return (x * m).sum(1) / m.sum(1)  # mean over real tokens
 
 

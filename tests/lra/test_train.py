@@ -79,3 +79,39 @@ def test_data_overrides_take_the_parameter_type():
         get_task("pathfinder").params(protocols.resolve(
             "pathfinder", "skyformer", "softmax", overrides={"data.length": "3"}).data)
 
+
+
+def test_embedding_init_and_padded_mean_pooling():
+    """``model.embed_std`` draws the token embedding from N(0, std^2) (unset: nn.Embedding's N(0, 1),
+    and the config's dict, so its hash, is what it was before the field existed);
+    ``model.pooling=mean_padded`` zeroes padded positions and averages over the padded length."""
+    import torch
+
+    from lra.model import Encoder
+
+    base = protocols.resolve("listops", "skyformer", "softmax")
+    assert "embed_std" not in base.to_dict()["model"]  # records made before the field keep their hash
+    ref = protocols.resolve("listops", "skyformer", "softmax",
+                            overrides={"model.embed_std": "0.02", "model.pooling": "mean_padded"})
+    assert ref.model.embed_std == 0.02 and ref.to_dict()["model"]["embed_std"] == 0.02
+    assert ref.hash() != base.hash()
+    with pytest.raises(ConfigError, match="model.embed_std must be > 0"):
+        from lra.config import check
+
+        check(protocols.resolve("listops", "skyformer", "softmax", overrides={"model.embed_std": "0"}))
+    with pytest.raises(ConfigError, match="model.pooling must be one of"):
+        protocols.resolve("listops", "skyformer", "softmax", overrides={"model.pooling": "max"})
+
+    torch.manual_seed(0)
+    enc = Encoder(ref.model, vocab_size=5000, seq_len=12, mask_zero=True).eval()
+    assert abs(enc.tok.weight.std().item() - 0.02) < 0.002
+    assert Encoder(base.model, vocab_size=5000, seq_len=12, mask_zero=True).tok.weight.std().item() > 0.9
+    tokens = torch.tensor([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 9]])
+    with torch.no_grad():
+        pooled = enc(tokens)
+        x = enc.drop(enc.tok(tokens) + enc.pos[:, :12])
+        mask = tokens > 0
+        for block in enc.blocks:
+            x = block(x, mask)
+        x = enc.ln(x) * mask[..., None]
+    torch.testing.assert_close(pooled, x.sum(1) / 12)  # the first row: 3 real tokens over 12
