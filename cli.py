@@ -100,9 +100,10 @@ def run(task: str, attention: str, protocol: str, seed: int, sets: tuple[str, ..
     if result["status"] != "finished":
         click.echo(f"error: run {result['status']} (record in {result['dir']})", err=True)
         sys.exit(1)
+    best = (f"best val acc {100 * result['best_val_acc']:.2f}% (step {result['best_step']})"
+            if result["best_step"] is not None else "no best checkpoint kept: the final model was tested")
     click.echo(
-        f"best val acc {100 * result['best_val_acc']:.2f}% (step {result['best_step']})  "
-        f"test acc {100 * result['test_acc']:.2f}%  (majority class {100 * result['test_majority_rate']:.2f}%)  "
+        f"{best}  test acc {100 * result['test_acc']:.2f}%  (majority class {100 * result['test_majority_rate']:.2f}%)  "
         f"{result['wall_seconds']:.0f}s\nrecord: {result['dir']}"
     )
 

@@ -34,7 +34,7 @@ class ModelConfig:
 # Fields added after run records existed, with the value every earlier run had: left out of a
 # config's dict (config.json and the hash) while they hold it, so earlier records keep their
 # identity and the same command still finds them.
-LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"model": {"embed_std": None}}
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"model": {"embed_std": None}, "train": {"best_rule": "after"}}
 
 
 @dataclass
@@ -55,6 +55,11 @@ class TrainConfig:
     eval_every: int = 500
     eval_batches: int = 62  # 0 = the whole validation split
     best_after: float = 0.2  # keep best-val weights only after this fraction of training
+    # after: the best validation among the evaluations from best_after on; overall (the Skyformer
+    # code's main.py): the best is tracked from the first evaluation and weights are kept only
+    # when a step past best_after beats every evaluation before it; if none does, the final
+    # model is tested
+    best_rule: Literal["after", "overall"] = "after"
     amp: bool = True  # bf16 autocast on CUDA (CPU runs in float32)
     # Replay forward + backward from a CUDA graph (lra/graphs.py): single-GPU CUDA runs with
     # graph-safe modules; elsewhere, or if capture fails, eager steps.

@@ -41,6 +41,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def keeps_best(t: TrainConfig, step: int, acc: float, best: dict[str, Any]) -> bool:
+    """Whether the weights evaluated at ``step`` (validation ``acc``) become the kept best.
+    ``best["acc"]`` is the kept one's accuracy, ``best["seen"]`` the best of every evaluation
+    so far (``train.best_rule``)."""
+    if t.best_rule == "overall":  # strictly past the threshold and above every earlier evaluation
+        return step > t.best_after * t.steps and acc > best.get("seen", -1.0)
+    return step >= t.best_after * t.steps and acc > best["acc"]
+
+
 def make_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.adam_eps,
                              weight_decay=t.weight_decay)
@@ -294,8 +303,9 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
                "examples_per_s": count / (now - t_last), "elapsed_s": now - t_start}
         if dist.main:
             records.append_jsonl(run_dir / records.METRICS, row)
-        if step >= t.best_after * t.steps and val["acc"] > best["acc"]:
+        if keeps_best(t, step, val["acc"], best):
             best = {"acc": val["acc"], "step": step, "state": _cpu_copy(model.state_dict())}
+        best["seen"] = max(best.get("seen", -1.0), val["acc"])
         if bar is not None:
             bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val['acc']:.3f}")
         else:
@@ -325,7 +335,8 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
     test_y = data.split("test")[1]
     result = {
         **run_identity(cfg), "status": status,
-        "best_val_acc": best["acc"] if best["state"] is not None else None, "best_step": best["step"],
+        "best_val_acc": best["acc"] if best["state"] is not None else None,
+        "best_step": best["step"] if best["state"] is not None else None,  # None: the final model was tested
         "test_acc": test["acc"] if test else None, "test_loss": test["loss"] if test else None,
         "test_majority_rate": float(np.bincount(test_y).max() / len(test_y)),
         "steps": t.steps, "train_seconds": round(train_seconds, 3),

@@ -119,3 +119,16 @@ def test_reproduction_command_runs_retrieval_on_a_small_aan_file(tmp_path, monke
     rec = json.loads(result.read_text())
     assert rec["status"] == "finished" and rec["variant"] == "polarity:alpha=3" and rec["protocol"] == "skyformer"
     assert 0.0 <= rec["test_acc"] <= 1.0
+
+
+def test_overall_best_rule_tests_the_final_model_when_no_later_evaluation_wins(tmp_path):
+    """``train.best_rule=overall`` (the Skyformer code): with a learning rate too small to move
+    the model, the evaluation past the threshold only ties the first, so nothing is kept and
+    the final model is tested; the record says so."""
+    r = CliRunner().invoke(lra, ["run", "listops", "--attention", "softmax", "--out", str(tmp_path), *TINY,
+                                 "--set", "train.best_rule=overall", "--set", "train.best_after=0.5",
+                                 "--set", "train.lr=1e-12", "--set", "model.dropout=0"])
+    assert r.exit_code == 0, r.output
+    assert "no best checkpoint kept: the final model was tested" in r.output
+    res = json.loads(next(tmp_path.rglob("result.json")).read_text())
+    assert res["best_step"] is None and res["best_val_acc"] is None and res["test_acc"] is not None

@@ -115,3 +115,27 @@ def test_embedding_init_and_padded_mean_pooling():
             x = block(x, mask)
         x = enc.ln(x) * mask[..., None]
     torch.testing.assert_close(pooled, x.sum(1) / 12)  # the first row: 3 real tokens over 12
+
+
+@pytest.mark.parametrize("rule, evals, kept", [
+    # (step, val acc) every 100 of 1,000 steps, threshold 200
+    ("after", [(100, 0.5), (200, 0.3), (300, 0.4), (400, 0.35)], [200, 300]),
+    ("overall", [(100, 0.5), (200, 0.3), (300, 0.4), (400, 0.35)], []),  # the early peak is never beaten
+    ("overall", [(100, 0.3), (200, 0.5), (300, 0.45), (400, 0.6), (500, 0.6)], [400]),  # 200 is not past it
+])
+def test_best_checkpoint_rules(rule, evals, kept):
+    """``after``: the best from the threshold on; ``overall`` (the Skyformer code): the best
+    over every evaluation, kept only strictly past the threshold, else the final model is tested."""
+    from lra.train import keeps_best
+
+    t = TrainConfig(steps=1000, best_after=0.2, best_rule=rule)
+    best, got = {"acc": -1.0, "step": 0, "state": None}, []
+    for step, acc in evals:
+        if keeps_best(t, step, acc, best):
+            best = {"acc": acc, "step": step, "state": "weights"}
+            got.append(step)
+        best["seen"] = max(best.get("seen", -1.0), acc)
+    assert got == kept
+    assert "best_rule" not in protocols.resolve("listops", "skyformer", "softmax").to_dict()["train"]
+    assert protocols.resolve("listops", "skyformer", "softmax",
+                             overrides={"train.best_rule": rule}).to_dict()["train"].get("best_rule", "after") == rule
