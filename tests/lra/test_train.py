@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lra import protocols
-from lra.config import ConfigError, TrainConfig
+from lra.config import ConfigError, TrainConfig, check
 from lra.train import make_optimizer, make_schedule, train
 from tasks import DataError, get_task
 
@@ -96,8 +96,6 @@ def test_embedding_init_and_padded_mean_pooling():
     assert ref.model.embed_std == 0.02 and ref.to_dict()["model"]["embed_std"] == 0.02
     assert ref.hash() != base.hash()
     with pytest.raises(ConfigError, match="model.embed_std must be > 0"):
-        from lra.config import check
-
         check(protocols.resolve("listops", "skyformer", "softmax", overrides={"model.embed_std": "0"}))
     with pytest.raises(ConfigError, match="model.pooling must be one of"):
         protocols.resolve("listops", "skyformer", "softmax", overrides={"model.pooling": "max"})
