@@ -13,13 +13,21 @@ With q, k scaled by d^-1/4 and m landmarks q~, k~ (segment means):
   a head), on masked v (the code's Conv2d(H, H, (35, 1), groups=H)); ``conv_kernel=0`` drops it.
 * L <= num_landmarks: exact masked softmax attention, as the code does when m == L.
 
-Padding and lengths (the code needs L divisible by m and averages zeroed padded tokens
-into the landmarks): landmarks here are means over real tokens only. Real token number r
+Padding and lengths, ``landmarks="real"`` (the zoo's default; the code needs L divisible by
+m and averages zeroed padded tokens into the landmarks): landmarks here are means over real tokens only. Real token number r
 (0-based rank among the n real tokens) goes to segment floor(r m / max(n, m)), so segments
 are contiguous runs of real tokens whose sizes differ by at most one, any L works, and the
 result does not depend on where padding sits. With n < m each real token is its own
 landmark and the m - n empty landmarks are dropped: their columns of F are masked and
 their rows/columns of A replaced by the identity, so A^+ acts on the valid block only.
+
+``landmarks="padded"`` is the code's form, as its LRA runs use it: q and k zeroed at padded
+tokens, landmarks the means over m equal segments of the padded length (the zeros counted;
+a segment of padding only gives a zero landmark), F and A softmaxed over every landmark, B
+over the real keys. A length that m does not divide is zero-padded at the end to the next
+multiple (the code pads its inputs to a power of two, Text's 4,000 bytes to 4,096, which
+gives the same segments). ``pinv_scope="batch"`` scales Z_0 by the largest column sum over
+the whole batch, as the code's default ("original") does; ``"matrix"`` per matrix.
 """
 
 from __future__ import annotations
@@ -34,15 +42,19 @@ from attention_zoo.linear import acc_dtype, full_precision, merge_heads, split_h
 from attention_zoo.registry import register
 
 
-def iterative_pinv(a: Tensor, iters: int = 6, init: Literal["paper", "colsum"] = "paper") -> Tensor:
+def iterative_pinv(a: Tensor, iters: int = 6, init: Literal["paper", "colsum"] = "paper",
+                   scope: Literal["matrix", "batch"] = "matrix") -> Tensor:
     """Moore-Penrose pseudo-inverse of (..., m, m) by the Nystromformer iteration.
 
     init "paper": Z_0 = A^T / (||A||_1 ||A||_inf); "colsum": Z_0 = A^T / ||A||_1 (Skyformer's
-    choice for its symmetric, normalised matrix). Norms are per matrix.
+    choice for its symmetric, normalised matrix). scope "matrix": norms per matrix; "batch":
+    the largest over every matrix of ``a`` (the reference codes' "original" option).
     """
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
     norm1 = a.abs().sum(-2).amax(-1)  # max column sum, (...)
     c = norm1 if init == "colsum" else norm1 * a.abs().sum(-1).amax(-1)
+    if scope == "batch":
+        c = c.amax().expand_as(c)
     z = a.transpose(-1, -2) / c[..., None, None]
     for _ in range(iters):
         az = a @ z
@@ -80,20 +92,35 @@ def segment_landmarks(x: Tensor, mask: Tensor, m: int) -> tuple[Tensor, Tensor]:
     return sums / counts.clamp_min(1)[:, None, :, None], counts > 0
 
 
-def nystrom_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, num_landmarks: int, iters: int = 6) -> Tensor:
+def padded_landmarks(x: Tensor, m: int) -> Tensor:
+    """Means of x (B, H, L, D) over m equal segments of its length, zero-padded at the end to a
+    multiple of m (padded tokens already zeroed count as zeros). Returns (B, H, m, D)."""
+    b, h, l, d = x.shape
+    x = nn.functional.pad(x, (0, 0, 0, -l % m))
+    return x.reshape(b, h, m, x.shape[2] // m, d).mean(-2)
+
+
+def nystrom_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, num_landmarks: int, iters: int = 6,
+                      landmarks: Literal["real", "padded"] = "real",
+                      pinv_scope: Literal["matrix", "batch"] = "matrix") -> Tensor:
     """Nystrom approximation of masked softmax attention (always the approximation, even if
     num_landmarks >= L). q, k (B, H, L, D) already scaled by d^-1/4; returns (B, H, L, D)."""
     keep = mask[:, None, :, None]
     q, k, v = (t.masked_fill(~keep, 0.0) for t in (q, k, v))
-    q_l, valid = segment_landmarks(q, mask, num_landmarks)  # (B, H, m, D), (B, m)
-    k_l, _ = segment_landmarks(k, mask, num_landmarks)
-    cols = valid[:, None, None, :]  # (B, 1, 1, m)
-    f = masked_softmax(q @ k_l.transpose(-1, -2), cols)  # (B, H, L, m)
-    a = masked_softmax(q_l @ k_l.transpose(-1, -2), cols)  # (B, H, m, m)
-    eye = torch.eye(num_landmarks, dtype=a.dtype, device=a.device)
-    a = torch.where(valid[:, None, :, None], a, eye)  # empty landmarks: identity rows
+    if landmarks == "padded":  # the code's: every landmark counts, padding included
+        q_l, k_l = padded_landmarks(q, num_landmarks), padded_landmarks(k, num_landmarks)
+        f = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)  # (B, H, L, m)
+        a = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # (B, H, m, m)
+    else:
+        q_l, valid = segment_landmarks(q, mask, num_landmarks)  # (B, H, m, D), (B, m)
+        k_l, _ = segment_landmarks(k, mask, num_landmarks)
+        cols = valid[:, None, None, :]  # (B, 1, 1, m)
+        f = masked_softmax(q @ k_l.transpose(-1, -2), cols)  # (B, H, L, m)
+        a = masked_softmax(q_l @ k_l.transpose(-1, -2), cols)  # (B, H, m, m)
+        eye = torch.eye(num_landmarks, dtype=a.dtype, device=a.device)
+        a = torch.where(valid[:, None, :, None], a, eye)  # empty landmarks: identity rows
     bv = masked_softmax(q_l @ k.transpose(-1, -2), mask[:, None, None, :]) @ v  # (B, H, m, D)
-    return (f @ iterative_pinv(a, iters)) @ bv
+    return (f @ iterative_pinv(a, iters, scope=pinv_scope)) @ bv
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,10 @@ class NystromHP:
     pinv_iterations: int = 6
     conv_kernel: int = 35
     qkv_bias: bool = True
+    # real: landmarks over the real tokens (any L, padding anywhere); padded: the code's segment
+    # means over the padded length (module docstring)
+    landmarks: Literal["real", "padded"] = "real"
+    pinv_scope: Literal["matrix", "batch"] = "matrix"  # Z_0's norm per matrix, or the batch's largest
 
     def check(self) -> None:
         if self.num_landmarks < 1:
@@ -110,6 +141,10 @@ class NystromHP:
             raise ValueError(f"pinv_iterations must be >= 1, got {self.pinv_iterations}")
         if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
             raise ValueError(f"conv_kernel must be odd, or 0 for no convolution, got {self.conv_kernel}")
+        if self.landmarks not in ("real", "padded"):
+            raise ValueError(f"landmarks must be 'real' or 'padded', got {self.landmarks!r}")
+        if self.pinv_scope not in ("matrix", "batch"):
+            raise ValueError(f"pinv_scope must be 'matrix' or 'batch', got {self.pinv_scope!r}")
 
 
 @register("nystromformer", NystromHP, time="O(L m D + m^3)", memory="O(L m)")
@@ -120,6 +155,7 @@ class NystromAttention(nn.Module):
     def __init__(self, dim: int, heads: int, max_len: int, hp: NystromHP) -> None:
         super().__init__()
         self.heads, self.num_landmarks, self.iters = heads, hp.num_landmarks, hp.pinv_iterations
+        self.landmarks, self.pinv_scope = hp.landmarks, hp.pinv_scope
         self.qkv = nn.Linear(dim, 3 * dim, bias=hp.qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.conv = None
@@ -138,7 +174,8 @@ class NystromAttention(nn.Module):
             if l <= self.num_landmarks:
                 o = softmax_attention(qa, ka, va, mask)
             else:
-                o = nystrom_attention(qa, ka, va, mask, self.num_landmarks, self.iters)
+                o = nystrom_attention(qa, ka, va, mask, self.num_landmarks, self.iters, self.landmarks,
+                                      self.pinv_scope)
         o = o.to(v.dtype)
         if self.conv is not None:
             o = o + self.conv(v.masked_fill(~mask[:, None, :, None], 0.0))  # (B, H, L, D)

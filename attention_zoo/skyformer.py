@@ -24,11 +24,18 @@ missing landmarks are dropped (identity rows/columns in W, zero columns in A_S),
 m >= 2L every token is a landmark and, with ridge 0, the approximation is exact. The code
 hard-codes p = 32 in the scaling; here p is the head dim. ``normalize=True`` divides each
 row by the same approximation applied to a vector of ones (not in the paper).
+
+``sampling="prefix"`` and ``pinv_scope="batch"`` are the code's forms, as its LRA runs use
+them: one set of m uniforms u is drawn for the whole batch (m/2 for queries, m/2 for keys),
+sequence b takes positions floor(u n_b) with n_b its number of real tokens (so with
+replacement, and as if its padding were trailing), and every pick stays a landmark, also a
+padded (zeroed) token; Z_0 is scaled by the largest column sum over the whole batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +52,14 @@ def sample_real(mask: Tensor, s: int) -> Tensor:
     return scores.topk(s, dim=-1, largest=False).indices
 
 
+def sample_prefix(mask: Tensor, s: int) -> Tensor:
+    """(B, s) positions floor(u n_b): u ~ U[0, 1)^s shared by the batch, n_b the real tokens of
+    sequence b (the code's draw: with replacement, from the first n_b positions)."""
+    u = torch.rand(s, device=mask.device)
+    n = mask.sum(-1, keepdim=True).to(u.dtype)  # (B, 1)
+    return (n * u).long().clamp(0, mask.shape[1] - 1)
+
+
 def skyformer_attention(
     q: Tensor,
     k: Tensor,
@@ -55,20 +70,26 @@ def skyformer_attention(
     iters: int = 6,
     normalize: bool = False,
     landmarks: tuple[Tensor, Tensor] | None = None,
+    sampling: str = "real",
+    pinv_scope: str = "matrix",
 ) -> Tensor:
     """Nystrom-approximated Gaussian kernel attention. q, k, v (B, H, L, D) unscaled.
 
-    landmarks: optional (B, s) query and key positions; drawn with ``sample_real`` if None.
+    landmarks: optional (B, s) query and key positions; drawn with ``sample_real`` (sampling
+    "real") or ``sample_prefix`` ("prefix", where every pick counts, padded or not) if None.
     """
     b, h, l, d = q.shape
     keep = mask[:, None, :, None]
     scale = d**-0.25
     q, k, v = (t.masked_fill(~keep, 0.0) for t in (q * scale, k * scale, v))
     if landmarks is None:
-        s = min(num_feats // 2, l)
-        landmarks = (sample_real(mask, s), sample_real(mask, s))
+        s = min(num_feats // 2, l) if sampling == "real" else num_feats // 2
+        draw = sample_real if sampling == "real" else sample_prefix
+        landmarks = (draw(mask, s), draw(mask, s))
     idx_q, idx_k = landmarks  # (B, s) each
     valid = torch.cat([mask.gather(1, idx_q), mask.gather(1, idx_k)], dim=1)  # (B, 2s)
+    if sampling == "prefix":
+        valid = torch.ones_like(valid)
 
     def rows(t: Tensor, idx: Tensor) -> Tensor:
         return t.gather(2, idx[:, None, :, None].expand(b, h, idx.shape[1], d))  # (B, H, s, D)
@@ -82,7 +103,8 @@ def skyformer_attention(
     both = valid[:, None, :, None] & cols  # (B, 1, 2s, 2s)
     w = torch.where(both, torch.exp(gaussian_logits(x_s, x_s)), eye) + ridge * eye  # (B, H, 2s, 2s)
     dinv = w.sum(-1).rsqrt()  # (B, H, 2s); row sums >= 1 (diagonal)
-    w_pinv = dinv[..., :, None] * iterative_pinv(dinv[..., :, None] * w * dinv[..., None, :], iters, "colsum")
+    w_pinv = dinv[..., :, None] * iterative_pinv(dinv[..., :, None] * w * dinv[..., None, :], iters, "colsum",
+                                                 pinv_scope)
     w_pinv = w_pinv * dinv[..., None, :]  # (B, H, 2s, 2s)
 
     out = a_q @ (w_pinv @ (a_k.transpose(-1, -2) @ v))  # (B, H, L, D)
@@ -99,6 +121,9 @@ class SkyformerHP:
     pinv_iterations: int = 6
     normalize: bool = False
     qkv_bias: bool = True
+    # real: landmarks drawn among the real tokens; prefix: the code's draw (module docstring)
+    sampling: Literal["real", "prefix"] = "real"
+    pinv_scope: Literal["matrix", "batch"] = "matrix"  # Z_0's norm per matrix, or the batch's largest
 
     def check(self) -> None:
         if self.num_feats < 2 or self.num_feats % 2:
@@ -107,6 +132,10 @@ class SkyformerHP:
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
         if self.pinv_iterations < 1:
             raise ValueError(f"pinv_iterations must be >= 1, got {self.pinv_iterations}")
+        if self.sampling not in ("real", "prefix"):
+            raise ValueError(f"sampling must be 'real' or 'prefix', got {self.sampling!r}")
+        if self.pinv_scope not in ("matrix", "batch"):
+            raise ValueError(f"pinv_scope must be 'matrix' or 'batch', got {self.pinv_scope!r}")
 
 
 @register("skyformer", SkyformerHP, time="O(L m D + m^3)", memory="O(L m)")
@@ -118,6 +147,7 @@ class SkyformerAttention(nn.Module):
         super().__init__()
         self.heads, self.num_feats, self.ridge = heads, hp.num_feats, hp.ridge
         self.iters, self.normalize = hp.pinv_iterations, hp.normalize
+        self.sampling, self.pinv_scope = hp.sampling, hp.pinv_scope
         self.qkv = nn.Linear(dim, 3 * dim, bias=hp.qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -126,6 +156,7 @@ class SkyformerAttention(nn.Module):
         with full_precision(x):
             acc = acc_dtype(q)
             o = skyformer_attention(
-                q.to(acc), k.to(acc), v.to(acc), mask, self.num_feats, self.ridge, self.iters, self.normalize
+                q.to(acc), k.to(acc), v.to(acc), mask, self.num_feats, self.ridge, self.iters, self.normalize,
+                sampling=self.sampling, pinv_scope=self.pinv_scope,
             )
         return self.proj(merge_heads(o.to(v.dtype)))

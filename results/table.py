@@ -50,7 +50,7 @@ def records_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     ``train_loss_rise`` is ``lra.records.train_loss_rise`` (None when unknown).
     """
     columns = ["task", "variant", "protocol", "seed", "test_acc", "best_val_acc", "wall_seconds",
-               "train_seconds", "world_size", "config_hash", "setting", "dir", "train_loss_rise"]
+               "train_seconds", "world_size", "config_hash", "setting", "dir", "train_loss_rise", "final_model"]
     rows = [
         {
             "task": r["task"], "variant": r["variant"], "protocol": r["protocol"], "seed": r["seed"],
@@ -59,6 +59,8 @@ def records_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
             "world_size": int(r.get("world_size") or 1), "config_hash": r.get("config_hash"),
             "setting": _setting(r.get("config")), "dir": r.get("dir"),
             "train_loss_rise": r.get("train_loss_rise"),
+            # no checkpoint kept (train.best_rule=overall, no later evaluation beat an early peak)
+            "final_model": r.get("best_step") is None,
         }
         for r in runs
         if r.get("status") == "finished" and r.get("test_acc") is not None
@@ -108,6 +110,7 @@ class Cell:
     n: int | None = None  # seeds
     mixed: bool = False  # the runs differ in configuration beyond the seed
     unstable: bool = False  # a run's training loss ended well above its lowest (LOSS_RISE_UNSTABLE)
+    final: bool = False  # a run tested its final model: no checkpoint was kept (train.best_rule=overall)
 
 
 @dataclass
@@ -197,7 +200,8 @@ def build_table(runs: list[dict[str, Any]], *, order: str = "lra", compare: str 
             accs, rise = kept.test_acc, pd.to_numeric(kept.train_loss_rise, errors="coerce")
             row.cells[task] = Cell(mean=float(accs.mean()), std=float(accs.std()) if len(accs) > 1 else None,
                                    n=len(accs), mixed=runs_t.setting.nunique() > 1,
-                                   unstable=bool((rise > LOSS_RISE_UNSTABLE).any()))
+                                   unstable=bool((rise > LOSS_RISE_UNSTABLE).any()),
+                                   final=bool(kept.final_model.astype(bool).any()))
         means = [row.cells[t].mean for t in columns if t in row.cells]
         if means:
             row.avg, row.avg_tasks = sum(means) / len(means), len(means)
@@ -260,6 +264,9 @@ def _notes(table: Table, skipped: list[dict[str, Any]], pub: pd.DataFrame | None
         notes.append(f"‡: a run whose training loss ended more than {LOSS_RISE_UNSTABLE} above its lowest "
                      "(moving averages): it got worse late in training; the cell is still its "
                      "best-validation checkpoint.")
+    if any(c.final for r in ours for c in r.cells.values()):
+        notes.append("§: no validation after 20% of training beat an earlier one, so no checkpoint was kept "
+                     "and the final model was tested (the Skyformer code's rule, train.best_rule=overall).")
     if table.compare:
         src = published.SOURCES[table.compare]
         theirs = sorted(set(pub.protocol)) if pub is not None and len(pub) else [src.protocol]
@@ -313,6 +320,7 @@ class _Style:
     star = "*"
     dagger = "†"
     ddagger = "‡"
+    section = "§"
 
     def text(self, s: str) -> str:
         return s
@@ -330,9 +338,10 @@ class _Latex(_Style):
     star = "$^{*}$"
     dagger = "$^{\\dagger}$"
     ddagger = "$^{\\ddagger}$"
+    section = "$^{\\S}$"
     _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^{\\dagger}$", "‡": "$^{\\ddagger}$", "ö": r"\"o"}
+                "±": "$\\pm$", "Δ": "$\\Delta$", "†": "$^{\\dagger}$", "‡": "$^{\\ddagger}$", "§": "$^{\\S}$", "ö": r"\"o"}
 
     def text(self, s: str) -> str:
         return "".join(self._ESCAPES.get(c, c) for c in s)
@@ -364,6 +373,7 @@ def _cells(table: Table, row: Row, style: _Style, digits: int) -> list[str]:
             if c.n is not None:
                 mean += f" {style.pm} {c.std:.{digits}f}" if c.std is not None else ""
                 mean += f" ({c.n})" + (style.dagger if c.mixed else "") + (style.ddagger if c.unstable else "")
+                mean += style.section if c.final else ""
             out.append(mean)
         elif key == "avg":
             if row.avg is None:
@@ -436,6 +446,7 @@ def to_csv(table: Table, digits: int = 4) -> str:
             rec[f"{t}_std"] = c.std if c else None
             rec[f"{t}_n"] = c.n if c else None
             rec[f"{t}_unstable"] = c.unstable if c is not None and c.n is not None else None
+            rec[f"{t}_final"] = c.final if c is not None and c.n is not None else None
             if table.compare:
                 rec[f"{t}_delta"] = row.delta.get(t)
         rec["avg"], rec["avg_tasks"] = row.avg, row.avg_tasks or None
@@ -449,7 +460,7 @@ def to_csv(table: Table, digits: int = 4) -> str:
     for c in frame.columns:
         if c.endswith("_n") or c in ("avg_tasks", "runs"):
             frame[c] = frame[c].astype("Int64")
-        elif c.endswith("_unstable"):
+        elif c.endswith(("_unstable", "_final")):
             frame[c] = frame[c].astype("boolean")
         elif c not in ("variant", "protocol", "source", "model"):
             frame[c] = pd.to_numeric(frame[c]).round(digits)

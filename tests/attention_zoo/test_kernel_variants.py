@@ -358,3 +358,135 @@ def test_skyformer_module_samples_only_real_tokens():
     x2[~mask] = 1e3 * torch.randn_like(x2[~mask])
     torch.manual_seed(5)  # same landmark draw
     torch.testing.assert_close(mod(x2, mask)[mask], out[mask], rtol=1e-10, atol=1e-10)
+
+
+# --- the Skyformer code's forms (the skyformer protocol's nystromformer and skyformer) ---------
+
+
+def newton_schulz(a: torch.Tensor, c: torch.Tensor, iters: int = 6) -> torch.Tensor:
+    """Z_0 = A^T / c, then Z <- Z/4 (13 I - AZ (15 I - AZ (7 I - AZ))), written out."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype)
+    z = a.transpose(-1, -2) / c
+    for _ in range(iters):
+        az = a @ z
+        z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+    return z
+
+
+def nystrom_code_form(q, k, v, mask, m):
+    """The Nyströmformer / Skyformer code's Nystrom attention, q and k already scaled: zeroed
+    padding, landmarks = means of m equal segments of the (zero-extended) length, the landmark
+    kernels softmaxed over every landmark, the third over the real keys, Z_0 = A^T / (largest
+    column sum in the batch)."""
+    keep = mask[:, None, :, None].double()
+    q, k = q * keep, k * keep
+    l = q.shape[2]
+    seg = -(-l // m)  # tokens a segment after zero-extending to m * seg
+    ext = [F.pad(t, (0, 0, 0, m * seg - l)) for t in (q, k)]
+    q_l, k_l = (torch.stack([t[:, :, j * seg:(j + 1) * seg].sum(2) / seg for j in range(m)], 2) for t in ext)
+    k1 = torch.softmax(q @ k_l.transpose(-1, -2), -1)
+    k2 = torch.softmax(q_l @ k_l.transpose(-1, -2), -1)
+    k3 = torch.softmax((q_l @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None, :], float("-inf")), -1)
+    return k1 @ newton_schulz(k2, k2.sum(-2).max()) @ (k3 @ v)
+
+
+@pytest.mark.parametrize("l, m", [(24, 4), (22, 4), (37, 8)])
+def test_nystrom_padded_landmarks_are_the_codes_form(l, m):
+    torch.manual_seed(4)
+    q, k, v = (torch.randn(3, HEADS, l, D, dtype=torch.float64) for _ in range(3))
+    mask = masks(l)
+    out = nystrom_attention(q, k, v, mask, num_landmarks=m, landmarks="padded", pinv_scope="batch")
+    torch.testing.assert_close(out, nystrom_code_form(q, k, v, mask, m), rtol=1e-10, atol=1e-12)
+    # each option is a change where sequences are padded
+    for landmarks, scope in [("real", "batch"), ("padded", "matrix")]:
+        other = nystrom_attention(q, k, v, mask, num_landmarks=m, landmarks=landmarks, pinv_scope=scope)
+        assert rel_err(other, out, mask) > 1e-6, (landmarks, scope)
+    # one unpadded sequence and one head, m dividing L: the two forms are one
+    if l % m == 0:
+        one = (t[:1, :1] for t in (q, k, v))
+        a, b, c = one
+        torch.testing.assert_close(nystrom_attention(a, b, c, mask[:1], m, landmarks="padded", pinv_scope="batch"),
+                                   nystrom_attention(a, b, c, mask[:1], m), rtol=1e-10, atol=1e-12)
+
+
+def test_nystromformer_module_in_the_codes_form():
+    l, m = 45, 8
+    mod = build("nystromformer", num_landmarks=m, conv_kernel=0, landmarks="padded", pinv_scope="batch")
+    x, mask = inputs(l), masks(l)
+    q, k, v = (to_heads(t) for t in qkv(mod, x))
+    s = D**-0.25
+    ref = mod.proj(from_heads(nystrom_code_form(q * s, k * s, v, mask, m)))
+    assert_close_on_real(mod(x, mask), ref, mask, 1e-10)
+
+
+def test_iterative_pinv_batch_scope():
+    """scope "batch": Z_0 by the largest norm over every matrix; the same pseudo-inverse once
+    converged, another iterate before."""
+    from attention_zoo.nystromformer import iterative_pinv
+
+    torch.manual_seed(6)
+    a = torch.softmax(torch.randn(2, 3, 5, 5, dtype=torch.float64) * torch.tensor([0.5, 3.0])[:, None, None, None], -1)
+    batch = iterative_pinv(a, 6, "colsum", "batch")
+    torch.testing.assert_close(batch, newton_schulz(a, a.sum(-2).max()), rtol=1e-12, atol=1e-12)
+    assert (batch - iterative_pinv(a, 6, "colsum")).abs().max() > 1e-6
+    torch.testing.assert_close(iterative_pinv(a, 60, "colsum", "batch"), torch.linalg.pinv(a), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(iterative_pinv(a[:1, :1], 6, "paper", "batch"), iterative_pinv(a[:1, :1], 6))
+
+
+def skyformer_code_form(q, k, v, mask, idx_q, idx_k, ridge=0.1):
+    """The Skyformer code's attention for given landmark positions: q, k scaled by d^-1/4 and
+    zeroed at padding, every pick a landmark (padded ones are zero vectors), Gaussian kernel
+    exp(-|x - y|^2 / 2), W + ridge I normalised by its row sums, Z_0 by the batch's largest
+    column sum, padded keys and values zeroed."""
+    keep = mask[:, None, :, None].double()
+    s = q.shape[-1] ** -0.25
+    q, k, v = q * s * keep, k * s * keep, v * keep
+    b = torch.arange(q.shape[0])[:, None]
+    x_s = torch.cat([q.transpose(1, 2)[b, idx_q], k.transpose(1, 2)[b, idx_k]], 1).transpose(1, 2)  # (B, H, 2s, D)
+
+    def kern(x, y):
+        return torch.exp(-torch.cdist(x, y) ** 2 / 2)
+
+    w = kern(x_s, x_s) + ridge * torch.eye(x_s.shape[2], dtype=q.dtype)
+    dn = w.sum(-1) ** -0.5
+    n = dn[..., :, None] * w * dn[..., None, :]
+    z = newton_schulz(n, n.sum(-2).max())
+    a_k = kern(k, x_s) * keep
+    return kern(q, x_s) @ (dn[..., :, None] * z * dn[..., None, :]) @ (a_k.transpose(-1, -2) @ v)
+
+
+def test_skyformer_prefix_sampling_is_the_codes_form():
+    from attention_zoo.skyformer import sample_prefix
+
+    l, s = 30, 12
+    mask = masks(l)
+    mask[0, -1] = False  # rows 0 and 1 get different numbers of real tokens
+    torch.manual_seed(7)
+    idx = sample_prefix(mask, s)
+    n = mask.sum(-1)
+    assert idx.shape == (3, s) and (idx >= 0).all() and (idx < n[:, None]).all()
+    torch.manual_seed(7)
+    u = torch.rand(s, dtype=torch.float32)
+    assert torch.equal(idx, (n[:, None].float() * u).long())  # one draw for the batch, scaled per sequence
+    assert not mask.gather(1, idx).all()  # row 2's interior padding sits in its prefix: zeroed picks stay
+    torch.manual_seed(8)
+    q, k, v = (torch.randn(3, HEADS, l, D, dtype=torch.float64) for _ in range(3))
+    idx_k = sample_prefix(mask, s)
+    out = skyformer_attention(q, k, v, mask, num_feats=2 * s, landmarks=(idx, idx_k), sampling="prefix",
+                              pinv_scope="batch")
+    torch.testing.assert_close(out, skyformer_code_form(q, k, v, mask, idx, idx_k), rtol=1e-10, atol=1e-12)
+    real = skyformer_attention(q, k, v, mask, num_feats=2 * s, landmarks=(idx, idx_k), pinv_scope="batch")
+    assert rel_err(real, out, mask) > 1e-6  # "real" drops the padded picks
+    # more picks than tokens: with replacement
+    assert sample_prefix(mask[:1, :5], 16).unique().numel() <= 5
+
+
+@pytest.mark.parametrize("name, hp, message", [
+    ("nystromformer", {"landmarks": "all"}, "landmarks must be"),
+    ("nystromformer", {"pinv_scope": "global"}, "pinv_scope must be"),
+    ("skyformer", {"sampling": "first"}, "sampling must be"),
+    ("skyformer", {"pinv_scope": "global"}, "pinv_scope must be"),
+])
+def test_code_form_options_are_checked(name, hp, message):
+    with pytest.raises(HyperparameterError, match=message):
+        az.build(name, DIM, HEADS, MAX_LEN, **hp)

@@ -63,14 +63,19 @@ def test_the_issue_grid_and_two_shards_cover_it_once():
 
 def test_the_skyformer_protocol_sets_its_reference_codes_variant_settings():
     """Skyformer's code/config.py: Nystromformer without the convolution on v, Performer with 128
-    features (in its attention_performer.py's form); its models/attention_linformer.py: one fixed random E per head for keys and values.
+    features (in its attention_performer.py's form); its models/attention_linformer.py: one fixed random E per head for keys and values;
+    its Nystromformer's and Skyformer's landmarks and pseudo-inverse start; softmax's attention dropout.
     The plain name is that setting; spelling a default out is the same run; another
     value is another run, labelled by what differs."""
     def run(spec, protocol="skyformer"):
         return sweep.resolve_run("listops", spec, protocol, 0, {}, None)
 
     nys = run("nystromformer")
-    assert nys.model.attention_hp == {"conv_kernel": 0} and nys.variant_label() == "nystromformer"
+    assert nys.model.attention_hp == {"conv_kernel": 0, "landmarks": "padded", "pinv_scope": "batch"}
+    assert nys.variant_label() == "nystromformer"
+    sky = run("skyformer")
+    assert sky.model.attention_hp == {"sampling": "prefix", "pinv_scope": "batch"} and sky.variant_label() == "skyformer"
+    assert run("skyformer:sampling=real").variant_label() == "skyformer:sampling=real"
     assert run("nystromformer:conv_kernel=0").hash() == nys.hash()
     conv = run("nystromformer:conv_kernel=35")
     assert conv.hash() != nys.hash() and conv.variant_label() == "nystromformer:conv_kernel=35"
@@ -88,6 +93,11 @@ def test_the_skyformer_protocol_sets_its_reference_codes_variant_settings():
     learned = run("linformer:trainable=true")
     assert learned.hash() != lin.hash() and learned.variant_label() == "linformer:trainable=true"
     assert run("linear").model.attention_hp == {}
+    soft = run("softmax")  # code/models/attention.py: dropout 0.1 on the attention weights
+    assert soft.model.attention_hp == {"dropout": 0.1} and soft.variant_label() == "softmax"
+    assert run("softmax:dropout=0.1").hash() == soft.hash()
+    assert run("softmax:dropout=0").variant_label() == "softmax:dropout=0"
+    assert soft.data == {"seq_len": 2048}  # create_listops.py pads to 2,048
     # Other protocols keep the zoo's defaults (Nystromformer's own port has the kernel-35 conv).
     assert run("nystromformer", "nystromformer").model.attention_hp == {}
     from lra.model import Block  # the built layer follows the config

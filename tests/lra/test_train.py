@@ -50,6 +50,7 @@ def test_rsqrt_and_cosine_match_lra_definitions():
 def test_protocol_resolution_and_overrides():
     cfg = protocols.resolve("text", "skyformer", "softmax")
     assert (cfg.train.batch_size, cfg.train.lr, cfg.train.warmup, cfg.data["seq_len"]) == (32, 1e-4, 80, 4000)
+    assert protocols.resolve("listops", "skyformer", "softmax").data == {"seq_len": 2048}  # padded as theirs
     cfg = protocols.resolve("image", "skyformer", "softmax", overrides={"train.lr": "3e-4", "model.layers": "4"})
     assert cfg.train.lr == 3e-4 and cfg.model.layers == 4 and cfg.train.eval_every == 50
     with pytest.raises(ConfigError, match="must be int"):
@@ -89,12 +90,16 @@ def test_embedding_init_and_padded_mean_pooling():
 
     from lra.model import Encoder
 
-    base = protocols.resolve("listops", "skyformer", "softmax")
-    assert "embed_std" not in base.to_dict()["model"]  # records made before the field keep their hash
-    ref = protocols.resolve("listops", "skyformer", "softmax",
-                            overrides={"model.embed_std": "0.02", "model.pooling": "mean_padded"})
+    # the skyformer protocol takes the Skyformer code's init and pooling; the earlier model is one
+    # override away, and its config's dict (so its hash) is what it was before the field existed
+    ref = protocols.resolve("listops", "skyformer", "softmax")
     assert ref.model.embed_std == 0.02 and ref.to_dict()["model"]["embed_std"] == 0.02
+    assert ref.model.pooling == "mean_padded"
+    base = protocols.resolve("listops", "skyformer", "softmax",
+                             overrides={"model.embed_std": "none", "model.pooling": "mean"})
+    assert base.model.embed_std is None and "embed_std" not in base.to_dict()["model"]
     assert ref.hash() != base.hash()
+    assert protocols.resolve("listops", "nystromformer", "softmax").model.embed_std is None  # not read for it
     with pytest.raises(ConfigError, match="model.embed_std must be > 0"):
         check(protocols.resolve("listops", "skyformer", "softmax", overrides={"model.embed_std": "0"}))
     with pytest.raises(ConfigError, match="model.pooling must be one of"):
@@ -134,6 +139,7 @@ def test_best_checkpoint_rules(rule, evals, kept):
             got.append(step)
         best["seen"] = max(best.get("seen", -1.0), acc)
     assert got == kept
-    assert "best_rule" not in protocols.resolve("listops", "skyformer", "softmax").to_dict()["train"]
+    assert protocols.resolve("listops", "skyformer", "softmax").train.best_rule == "overall"  # the Skyformer code's
+    assert "best_rule" not in protocols.resolve("listops", "nystromformer", "softmax").to_dict()["train"]
     assert protocols.resolve("listops", "skyformer", "softmax",
                              overrides={"train.best_rule": rule}).to_dict()["train"].get("best_rule", "after") == rule

@@ -64,7 +64,7 @@ def md_rows(text: str) -> tuple[list[str], list[list[str]]]:
     return cells[0], cells[2:]
 
 
-MD_CELL = re.compile(r"^(?P<bold>\*\*)?(?P<mean>\d+\.\d+)(?:\*\*)?(?: ± (?P<std>\d+\.\d+))? \((?P<n>\d+)\)(?P<mixed>†)?(?P<unstable>‡)?$")
+MD_CELL = re.compile(r"^(?P<bold>\*\*)?(?P<mean>\d+\.\d+)(?:\*\*)?(?: ± (?P<std>\d+\.\d+))? \((?P<n>\d+)\)(?P<mixed>†)?(?P<unstable>‡)?(?P<final>§)?$")
 TEX_CELL = re.compile(r"^(?P<bold>\\textbf\{)?(?P<mean>\d+\.\d+)\}?(?: \$\\pm\$ (?P<std>\d+\.\d+))? \((?P<n>\d+)\)$")
 
 
@@ -383,26 +383,54 @@ def test_variant_matching():
     assert published.match_variant("not_a_variant:x=1", pola) is None
 
 
-def test_a_run_whose_training_loss_rose_marks_its_cell(quick_records, tmp_path):
-    """Edited copy of the real records: one listops softmax seed gets a training loss that
-    climbs over its last logs (a late collapse); its cell, and only it, is marked ‡ in
-    every format, with the note, and its accuracy is still the mean over seeds."""
+def edited_listops_softmax(quick_records, tmp_path, edit) -> Path:
+    """A copy of the real records with ``edit(run_dir)`` applied to one listops softmax seed."""
     root = tmp_path / "runs"
     shutil.copytree(quick_records, root)
-    exp = expected(quick_records)
-    run = sorted(p.parent for p in root.glob("listops/softmax/*/result.json"))[0]
-    rows = [{"step": 10 * i, "train_loss": 1.0 if i <= 15 else 2.0} for i in range(1, 21)]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    edit(sorted(p.parent for p in root.glob("listops/softmax/*/result.json"))[0])
+    return root
 
+
+def assert_only_that_cell_is_marked(root, quick_records, group: str, marker: str, note: str, latex_marker: str,
+                                    csv_column: str) -> None:
+    """The edited listops softmax cell, and only it, carries ``marker`` in markdown (as regex
+    group ``group``), LaTeX and CSV, with its note; its accuracy is still the mean over seeds;
+    the unedited records carry no marker."""
     text = render_table(load_runs(root))
     _, md = md_rows(text)
     cells = {r[0]: r for r in md}
-    m = check_cell(cells["softmax"][1], exp[("softmax", "listops")], MD_CELL)
-    assert m["unstable"] == "‡" and "‡: a run whose training loss ended more than 0.1 above its lowest" in text
-    assert [c for r in md for c in r if "‡" in c] == [cells["softmax"][1]], "only the edited run's cell"
-    assert "‡" not in render_table(load_runs(quick_records)), "the real quick runs are not flagged"
-
+    m = check_cell(cells["softmax"][1], expected(quick_records)[("softmax", "listops")], MD_CELL)
+    assert m[group] == marker and note in text
+    assert [c for r in md for c in r if marker in c] == [cells["softmax"][1]], "only the edited run's cell"
+    assert marker not in render_table(load_runs(quick_records)), "the real quick runs are not marked"
     latex = render_table(load_runs(root), fmt="latex")
-    assert "(2)$^{\\ddagger}$" in latex and latex.count("$^{\\ddagger}$") == 2  # the cell and its note
+    assert f"(2){latex_marker}" in latex and latex.count(latex_marker) == 2  # the cell and its note
     by_variant = {r["variant"]: r for r in csv.DictReader(io.StringIO(render_table(load_runs(root), fmt="csv")))}
-    assert by_variant["softmax"]["listops_unstable"] == "True" and by_variant["softmax"]["pathfinder_unstable"] == "False"
+    assert by_variant["softmax"][f"listops_{csv_column}"] == "True"
+    assert by_variant["softmax"][f"pathfinder_{csv_column}"] == "False"
+
+
+def test_a_run_whose_training_loss_rose_marks_its_cell(quick_records, tmp_path):
+    """One listops softmax seed gets a training loss that climbs over its last logs (a late
+    collapse): its cell is marked ‡."""
+    def collapse(run):
+        rows = [{"step": 10 * i, "train_loss": 1.0 if i <= 15 else 2.0} for i in range(1, 21)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    root = edited_listops_softmax(quick_records, tmp_path, collapse)
+    assert_only_that_cell_is_marked(root, quick_records, "unstable", "‡",
+                                    "‡: a run whose training loss ended more than 0.1 above its lowest",
+                                    "$^{\\ddagger}$", "unstable")
+
+
+def test_a_run_that_tested_its_final_model_marks_its_cell(quick_records, tmp_path):
+    """One listops softmax seed kept no checkpoint (``best_step`` None: train.best_rule=overall
+    and no later evaluation beat an early peak): its cell is marked §."""
+    def no_checkpoint(run):
+        r = json.loads((run / "result.json").read_text())
+        (run / "result.json").write_text(json.dumps({**r, "best_step": None, "best_val_acc": None}))
+
+    root = edited_listops_softmax(quick_records, tmp_path, no_checkpoint)
+    assert_only_that_cell_is_marked(root, quick_records, "final", "§",
+                                    "§: no validation after 20% of training beat an earlier one",
+                                    "$^{\\S}$", "final")
