@@ -10,9 +10,10 @@
 #   bash scripts/device_detached.sh prepare TASK [SOURCE|-] [--set data.K=V ...]
 #       prepare TASK's data in the foreground (a no-op once it exists).
 #   bash scripts/device_detached.sh start $OUT GPU JOB [then JOB ...]
-#       JOB = TASK "VARIANTS" [SOURCE|-] [--seeds N[,N]] [--set K=V ...]
+#       JOB = TASK "VARIANTS" [SOURCE|-] [--seeds N[,N]] [--jobs N] [--set K=V ...]
 #       prepare the first job's data, then start one detached chain on GPU that runs the
-#       jobs' sweeps one after the other (seed 0 unless --seeds); a chain started on a GPU that
+#       jobs' sweeps one after the other (seed 0 unless --seeds; --jobs N runs N of a job's runs
+#       at once on the GPU, the sweep's --jobs-per-gpu, default 1); a chain started on a GPU that
 #       has one already waits for it first (each chain step prepares its data first, a no-op
 #       when it exists). --set goes to the sweep (and, for data.* keys, to prepare).
 #       Archives .carry*/run_*.tgz from an earlier call or session are unpacked first (never over a live run),
@@ -31,7 +32,7 @@ mkdir -p "$R/logs" "$R/runs"
 # job_cmds TASK VARIANTS [SOURCE|-] [--set K=V ...] -> two shell lines: prepare, sweep
 job_cmds() {
   local task=$1 variants=$2 src=${3:--}; shift 2; [ $# -gt 0 ] && shift
-  local prep=() sweep=() seeds=0
+  local prep=() sweep=() seeds=0 jobs=1
   if [ "$src" != - ]; then
     local name; name=$(basename "$src")
     [ -d "/tmp/src/$name" ] || { mkdir -p /tmp/src && cp -r "$src" "/tmp/src/$name"; }
@@ -40,6 +41,7 @@ job_cmds() {
   while [ $# -gt 0 ]; do
     case $1 in
       --seeds) seeds=$2 ;;
+      --jobs) jobs=$2 ;;
       --set) sweep+=(--set "$2"); case $2 in data.*) prep+=(--set "${2#data.}") ;; esac ;;
       *) echo "unexpected argument $1" >&2; exit 2 ;;
     esac
@@ -47,8 +49,8 @@ job_cmds() {
   done
   printf 'python -m cli data prepare %q -p skyformer' "$task"; [ ${#prep[@]} -gt 0 ] && printf ' %q' "${prep[@]}"
   printf ' --no-progress 2>&1 | tail -1\n'
-  printf 'python -m cli sweep --tasks %q --attention %q --seeds %q --protocol skyformer --jobs-per-gpu 1 --out %q --no-progress' \
-    "$task" "$variants" "$seeds" "$R/runs"; [ ${#sweep[@]} -gt 0 ] && printf ' %q' "${sweep[@]}"
+  printf 'python -m cli sweep --tasks %q --attention %q --seeds %q --protocol skyformer --jobs-per-gpu %q --out %q --no-progress' \
+    "$task" "$variants" "$seeds" "$jobs" "$R/runs"; [ ${#sweep[@]} -gt 0 ] && printf ' %q' "${sweep[@]}"
   printf '\n'
 }
 
