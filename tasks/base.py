@@ -110,9 +110,14 @@ class Task:
     def check_params(self, params: dict[str, Any]) -> None:
         if int(params.get("seq_len", 1)) < 1:
             raise DataError(f"task {self.name}: seq_len must be >= 1")
+        if params.get("pad_to") and params["pad_to"] < params["seq_len"]:
+            raise DataError(f"task {self.name}: pad_to must be 0 or at least seq_len ({params['seq_len']}), "
+                            f"got {params['pad_to']} (0 keeps rows at seq_len)")
 
     def seq_len(self, params: dict[str, Any]) -> int:
-        return int(params["seq_len"])
+        """Width of the prepared rows: ``seq_len``, or ``pad_to`` for tasks that cut at
+        ``seq_len`` and then zero-pad (the Skyformer code's Text and Retrieval: 4,000 -> 4,096)."""
+        return max(int(params["seq_len"]), int(params.get("pad_to") or 0))
 
     def default_source(self) -> str:
         return self.sources[0]

@@ -75,7 +75,8 @@ class Retrieval(Task):
     num_classes = 2
     num_docs = 2
     sources = ("hub",)
-    default_params = {"seq_len": 4000}
+    # pad_to as Text's: the Skyformer code's create_retrieval.py cuts at 4,000 and pads to 4,096
+    default_params = {"seq_len": 4000, "pad_to": 0}
     how_to_get = (
         f"Use `--source hub` (Hugging Face dataset `{HUB_REPO}`, files data/aan/new_aan_pairs.{{train,eval,test}}.tsv; "
         "needs the network once), or download those three files (or take tsv_data/ from LRA's lra_release.gz) "
@@ -92,19 +93,19 @@ class Retrieval(Task):
                 missing = [f for f in RELEASE_FILES.values() if not any((folder / s / f).is_file() for s in SUBFOLDERS)]
                 what = f"no {', '.join(missing)}" if missing else "the three new_aan_pairs files are not in one folder"
                 raise DataError(f"{folder}: {what} (looked in {', '.join(SUBFOLDERS)}). {self.how_to_get}")
-        seq_len = params["seq_len"]
+        seq_len, width = params["seq_len"], self.seq_len(params)
         splits, truncated = {}, {}
         for name, path in files.items():
             with progress.bar(path.stat().st_size, f"read {path.name}", "B") as bar:
                 docs1, docs2, y = read_tsv(path, seq_len, bar)
             if not len(y):
                 raise DataError(f"{path}: no rows")
-            x = np.zeros((len(y), 2, seq_len), dtype=np.uint16)  # (N, docs, L), filled in place
+            x = np.zeros((len(y), 2, width), dtype=np.uint16)  # (N, docs, L), filled in place
             for d, docs in enumerate((docs1, docs2)):
-                encode_texts(docs, seq_len, out=x[:, d])
+                encode_texts(docs, seq_len, out=x[:, d, :seq_len])
             del docs1, docs2
             splits[name] = (x, y)
-            truncated[name] = int((x[:, :, -1] != 0).sum())  # documents filling the whole window
+            truncated[name] = int((x[:, :, seq_len - 1] != 0).sum())  # documents filling the whole window
         info = {"kind": "hub" if source == "hub" else "tsv", "files": {s: str(p) for s, p in files.items()},
                 "docs_at_full_length": truncated}
         return Built(splits=splits, vocab_size=VOCAB_SIZE, info=info)

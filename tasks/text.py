@@ -154,7 +154,9 @@ class Text(Task):
     name = "text"
     num_classes = 2
     sources = ("hub",)
-    default_params = {"seq_len": 4000}
+    # pad_to: rows are cut at seq_len and then zero-padded to pad_to tokens (0 = seq_len), as the
+    # Skyformer code's create_text.py cuts IMDB at 4,000 bytes and pads to 4,096
+    default_params = {"seq_len": 4000, "pad_to": 0}
     how_to_get = (
         f"Use `--source hub` (Hugging Face `{HUB_ID}`, needs the network once), or pass a folder "
         "with train.parquet/test.parquet (or the hub's plain_text/*-*.parquet), or the original "
@@ -163,15 +165,16 @@ class Text(Task):
     )
 
     def build(self, params: dict[str, Any], source: str, progress: Progress) -> Built:
-        seq_len = params["seq_len"]
+        seq_len, width = params["seq_len"], self.seq_len(params)
         if source == "hub":
             raw, info = self._from_hub()
         else:
             raw, info = self._from_folder(Path(source).expanduser())
         splits, truncated = {}, {}
         for name, (data, offsets, y) in raw.items():
+            x = np.zeros((len(y), width), dtype=np.uint16)
             with progress.bar(len(y), f"encode text {name}", "rows") as bar:
-                x = encode_bytes(data, offsets, seq_len, bar.update)
+                encode_bytes(data, offsets, seq_len, bar.update, out=x[:, :seq_len])
             splits[name] = (x, y)
             truncated[name] = int((np.diff(offsets) > seq_len).sum())
         # LRA evaluates on the test set and also selects checkpoints on it.

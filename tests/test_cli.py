@@ -111,7 +111,7 @@ def test_reproduction_command_runs_retrieval_on_a_small_aan_file(tmp_path, monke
     r = CliRunner().invoke(lra, [
         "sweep", "--tasks", "retrieval", "--attention", "polarity:alpha=3", "--seeds", "0",
         "--protocol", "skyformer", "--source", f"retrieval={aan}", "--out", str(out), "--no-progress",
-        "--set", "data.seq_len=64", "--set", "train.steps=8", "--set", "train.eval_every=4",
+        "--set", "data.seq_len=64", "--set", "data.pad_to=0", "--set", "train.steps=8", "--set", "train.eval_every=4",
         "--set", "train.batch_size=8", "--set", "train.eval_batches=2", "--set", "train.warmup=1",
     ])
     assert r.exit_code == 0, r.output

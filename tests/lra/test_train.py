@@ -50,6 +50,7 @@ def test_rsqrt_and_cosine_match_lra_definitions():
 def test_protocol_resolution_and_overrides():
     cfg = protocols.resolve("text", "skyformer", "softmax")
     assert (cfg.train.batch_size, cfg.train.lr, cfg.train.warmup, cfg.data["seq_len"]) == (32, 1e-4, 80, 4000)
+    assert cfg.data["pad_to"] == 4096 and get_task("text").seq_len(get_task("text").params(cfg.data)) == 4096
     assert protocols.resolve("listops", "skyformer", "softmax").data == {"seq_len": 2048}  # padded as theirs
     cfg = protocols.resolve("image", "skyformer", "softmax", overrides={"train.lr": "3e-4", "model.layers": "4"})
     assert cfg.train.lr == 3e-4 and cfg.model.layers == 4 and cfg.train.eval_every == 50
@@ -72,7 +73,7 @@ def test_data_overrides_take_the_parameter_type():
     assert len({c.hash() for c in given}) == 1
     assert given[0].hash() != protocols.resolve("pathfinder", "skyformer", "softmax").hash()
     text = protocols.resolve("text", "skyformer", "softmax", overrides={"data.seq_len": "1000"})
-    assert text.data == {"seq_len": 1000}
+    assert text.data == {"seq_len": 1000, "pad_to": 4096}
     for bad in ("six", "6.5", "true"):
         with pytest.raises(ConfigError, match="data.contour_length must be int"):
             protocols.resolve("pathfinder", "skyformer", "softmax", overrides={"data.contour_length": bad})

@@ -18,7 +18,7 @@ DIAGNOSTICS = REPRO / "diagnostics"
 # (lra/protocols.py): every diagnostic set recorded before then ("v1", the default) is today's
 # command under these overrides, per run, per task and per variant.
 V1_SET = {"model.embed_std": "none", "model.pooling": "mean", "train.best_rule": "after"}
-V1_TASK_SET = {"listops": {"data.seq_len": "2000"}}
+V1_TASK_SET = {"listops": {"data.seq_len": "2000"}, "text": {"data.pad_to": "0"}}
 V1_VARIANT = {"softmax": "softmax:dropout=0", "nystromformer": "nystromformer:landmarks=real,pinv_scope=matrix",
               "skyformer": "skyformer:sampling=real,pinv_scope=matrix"}
 # diagnostics/<set>/<task>/<variant>/<run>/: runs that change one thing of the protocol. Per set:

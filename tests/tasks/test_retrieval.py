@@ -61,6 +61,19 @@ def test_release_files_tokenised_as_two_byte_documents(tmp_path):
     assert p.meta["info"]["docs_at_full_length"]["train"] == 4  # documents of >= 16 bytes
 
 
+def test_pad_to_cuts_each_document_at_seq_len_then_pads(tmp_path):
+    """``pad_to`` (the Skyformer code's create_retrieval.py: 4,000 then 4,096): each document is
+    its ``seq_len`` tokenisation followed by zeros."""
+    p = open_prepared(prepare("retrieval", {"seq_len": 16, "pad_to": 20}, source=str(write_release(tmp_path / "src")),
+                              root=tmp_path / "c"))
+    assert p.seq_len == 20
+    x, _ = p.split("train")
+    assert x.shape == (3, 2, 20)
+    for got, r in zip(x, ROWS["train"]):
+        assert got[0].tolist() == ids(r[3], 16) + [0] * 4 and got[1].tolist() == ids(r[4], 16) + [0] * 4
+    assert p.meta["info"]["docs_at_full_length"]["train"] == 4  # counted at seq_len, not pad_to
+
+
 @pytest.mark.parametrize("sub", ["tsv_data", "data/aan", "lra_release/tsv_data"])
 def test_release_subfolders(tmp_path, sub):
     p = open_prepared(prepare("retrieval", {"seq_len": 8}, source=str(write_release(tmp_path / "src", sub=sub)), root=tmp_path / "c"))

@@ -89,6 +89,22 @@ def test_acl_imdb_layout(tmp_path):
     assert p.meta["info"]["rows_truncated"]["train"] == 1  # the 57-byte review
 
 
+def test_pad_to_cuts_at_seq_len_then_pads(tmp_path):
+    """``pad_to`` (the Skyformer code's Text: cut at 4,000 bytes, padded to 4,096): rows are the
+    ``seq_len`` tokenisation followed by zeros up to ``pad_to``."""
+    src = str(write_acl(tmp_path / "src"))
+    p = open_prepared(prepare("text", {"seq_len": 16, "pad_to": 24}, source=src, root=tmp_path / "c"))
+    assert p.seq_len == 24
+    for split, rows in (("train", acl_order("train")), ("test", acl_order("test"))):
+        x, _ = p.split(split)
+        assert x.shape == (len(rows), 24)
+        for got, (text, _) in zip(x, rows):
+            np.testing.assert_array_equal(got, np.concatenate([ids(text, 16), np.zeros(8, np.uint16)]))
+    assert p.meta["info"]["rows_truncated"]["train"] == 2  # cut at 16, not at 24
+    assert_fails(tmp_path, src, r"task text: pad_to must be 0 or at least seq_len \(16\), got 8",
+                 {"seq_len": 16, "pad_to": 8})
+
+
 def test_every_layout_gives_the_same_arrays(tmp_path, monkeypatch):
     """aclImdb, root parquet, the hub's sharded plain_text/ layout and the hub itself agree."""
     acl = write_acl(tmp_path / "acl")
