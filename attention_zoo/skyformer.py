@@ -70,8 +70,8 @@ def skyformer_attention(
     iters: int = 6,
     normalize: bool = False,
     landmarks: tuple[Tensor, Tensor] | None = None,
-    sampling: str = "real",
-    pinv_scope: str = "matrix",
+    sampling: Literal["real", "prefix"] = "real",
+    pinv_scope: Literal["matrix", "batch"] = "matrix",
 ) -> Tensor:
     """Nystrom-approximated Gaussian kernel attention. q, k, v (B, H, L, D) unscaled.
 

@@ -265,8 +265,9 @@ def _notes(table: Table, skipped: list[dict[str, Any]], pub: pd.DataFrame | None
                      "(moving averages): it got worse late in training; the cell is still its "
                      "best-validation checkpoint.")
     if any(c.final for r in ours for c in r.cells.values()):
-        notes.append("§: no validation after 20% of training beat an earlier one, so no checkpoint was kept "
-                     "and the final model was tested (the Skyformer code's rule, train.best_rule=overall).")
+        notes.append("§: no validation after train.best_after (20% of training under skyformer) beat an earlier "
+                     "one, so no checkpoint was kept and the final model was tested (the Skyformer code's rule, "
+                     "train.best_rule=overall).")
     if table.compare:
         src = published.SOURCES[table.compare]
         theirs = sorted(set(pub.protocol)) if pub is not None and len(pub) else [src.protocol]

@@ -120,6 +120,32 @@ def test_kill_between_metrics_row_and_checkpoint(reference, tmp_path, one_thread
     assert result["resumed_from"] == [20]
 
 
+def test_overall_best_rule_resumes_with_the_best_seen_so_far(tmp_path, one_thread, monkeypatch):
+    """``train.best_rule=overall`` keeps weights only above every earlier evaluation, so the best
+    validation seen before a kill travels in the checkpoint and the resumed run ends as an
+    uninterrupted one."""
+    cfg = tiny(**{"train.best_rule": "overall"})
+    ref = train(cfg, tmp_path / "ref", torch.device("cpu"), progress=False, log=quiet)
+    ref_metrics = records.read_jsonl(run_dir(tmp_path / "ref", cfg) / records.METRICS)
+    real_save = checkpoint.save
+
+    def save_then_die(path, obj):
+        real_save(path, obj)
+        if obj["step"] == 50:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", torch.device("cpu"), progress=False, log=quiet)
+    d = run_dir(tmp_path / "cut", cfg)
+    seen = checkpoint.load(d / checkpoint.CHECKPOINT)["best"]["seen"]
+    assert seen == max(m["val_acc"] for m in ref_metrics if m["step"] <= 50)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    result = train(cfg, tmp_path / "cut", torch.device("cpu"), progress=False, log=quiet)
+    assert result["resumed_from"] == [50]
+    same_record(result, records.read_jsonl(d / records.METRICS), ref, ref_metrics)
+
+
 def test_keep_checkpoint_and_no_resume(reference, tmp_path, one_thread):
     cfg = tiny()
     d = run_dir(tmp_path, cfg)

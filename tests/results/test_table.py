@@ -432,5 +432,5 @@ def test_a_run_that_tested_its_final_model_marks_its_cell(quick_records, tmp_pat
 
     root = edited_listops_softmax(quick_records, tmp_path, no_checkpoint)
     assert_only_that_cell_is_marked(root, quick_records, "final", "§",
-                                    "§: no validation after 20% of training beat an earlier one",
+                                    "§: no validation after train.best_after (20% of training under skyformer) beat an earlier one",
                                     "$^{\\S}$", "final")
