@@ -372,6 +372,8 @@ def execute(todo: list[PlannedRun], out: Path, jobs_per_gpu: int = 1, device: st
     slots: list[tuple[str | None, int]] = [(g, k) for k in range(jobs_per_gpu) for g in gpus] if gpus else \
         [(None, k) for k in range(jobs_per_gpu)]
     threads = threads or max(1, _cores() // len(slots))
+    # runs at once on one device, recorded with each run so its device time is counted as a share
+    per_device = max(1, min(jobs_per_gpu, -(-len(todo) // max(1, len(gpus)))))
     queue = list(todo)
     running: list[_Job] = []
     outcome = Counter() if outcome is None else outcome
@@ -393,7 +395,8 @@ def execute(todo: list[PlannedRun], out: Path, jobs_per_gpu: int = 1, device: st
             env["CUDA_VISIBLE_DEVICES"] = slot[0]
         cmd = [sys.executable, "-m", "lra.worker", "--out", str(out), "--device", "cuda" if slot[0] is not None
                else "cpu", "--threads", str(threads), "--resume" if resume else "--no-resume", "--watch-parent", "--skip-finished",
-               *(["--keep-checkpoint"] if keep_checkpoints else []), json.dumps(p.cfg.to_dict())]
+               "--runs-per-device", str(per_device), *(["--keep-checkpoint"] if keep_checkpoints else []),
+               json.dumps(p.cfg.to_dict())]
         log_file = open(p.dir / "worker.log", "a")
         log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} pid {os.getpid()} "
                        f"slot {slot}\n")

@@ -120,7 +120,7 @@ def build_model(cfg: RunConfig, data: Prepared) -> Classifier:
 
 def train(cfg: RunConfig, out_root: Path, device: torch.device | None = None, progress: bool = True,
           log=print, *, resume: bool = True, keep_checkpoint: bool = False,
-          skip_finished: bool = False) -> dict[str, Any]:
+          skip_finished: bool = False, runs_per_device: int = 1) -> dict[str, Any]:
     """Run ``cfg`` and write its record under ``out_root``; returns the result dict.
 
     Resumes from the run's checkpoint when there is one (``resume``); a resumed run ends
@@ -132,7 +132,14 @@ def train(cfg: RunConfig, out_root: Path, device: torch.device | None = None, pr
     With ``skip_finished`` (sweep workers), a run found finished once its lock is held
     (another process finished it since the sweep planned) returns its record with
     ``skipped: True`` instead of training again.
+
+    ``runs_per_device``: how many runs share this run's device(s) at once (a sweep's
+    ``--jobs-per-gpu``); the record's ``device_seconds`` counts this run's wall time
+    divided by it, summed over resumed segments, so packed runs are not counted as
+    holding a whole GPU each.
     """
+    if runs_per_device < 1:
+        raise ConfigError(f"runs_per_device must be >= 1, got {runs_per_device}")
     check(cfg)
     dist = distributed.info()
     if not dist.main:
@@ -157,7 +164,7 @@ def train(cfg: RunConfig, out_root: Path, device: torch.device | None = None, pr
             done = _finished_record(run_dir, cfg)
             if distributed.agree(done is not None, device):
                 return {**done, "skipped": True, "dir": str(run_dir)}
-        return _train(cfg, run_dir, data, device, dist, bar_factory, log, resume, keep_checkpoint)
+        return _train(cfg, run_dir, data, device, dist, bar_factory, log, resume, keep_checkpoint, runs_per_device)
     except Exception as e:
         if dist.main:
             _record_failure(cfg, run_dir, e)
@@ -167,7 +174,7 @@ def train(cfg: RunConfig, out_root: Path, device: torch.device | None = None, pr
 
 
 def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, dist: distributed.DistInfo,
-           bar_factory, log, resume: bool, keep_checkpoint: bool) -> dict[str, Any]:
+           bar_factory, log, resume: bool, keep_checkpoint: bool, runs_per_device: int = 1) -> dict[str, Any]:
     t = cfg.train
     ckpt_path = run_dir / checkpoint.CHECKPOINT
     try:
@@ -213,7 +220,7 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp, **kw)
 
     best: dict[str, Any] = {"acc": -1.0, "step": 0, "state": None}
-    start_step, elapsed_before, resumed_from = 0, 0.0, []
+    start_step, elapsed_before, device_before, resumed_from = 0, 0.0, 0.0, []
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -221,6 +228,7 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
         sampler.load_state_dict(ckpt["sampler"])
         best = ckpt["best"]
         start_step, elapsed_before = ckpt["step"], ckpt["train_seconds"]
+        device_before = ckpt.get("device_seconds", elapsed_before)  # older checkpoints: unshared
         resumed_from = [*ckpt["resumed_from"], start_step]
         rngs = ckpt["rng"]
         checkpoint.set_rng_state(rngs[dist.rank] if len(rngs) == dist.world else rngs[0])
@@ -250,6 +258,10 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
     check_every = min(t.eval_every, 50)  # a host sync this often stops a diverged run early
     seen, status = 0, "finished"
     t_start = time.perf_counter() - elapsed_before
+
+    def device_seconds(now: float) -> float:  # this segment's wall time split among the runs sharing the device
+        return device_before + (now - t_start - elapsed_before) / runs_per_device
+
     t_last = time.perf_counter()
     bar = bar_factory(total=t.steps, initial=start_step, desc="train", unit="step") if bar_factory else None
     net.train()
@@ -319,7 +331,8 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
                 "format": 1, "config_hash": cfg.hash(), "step": step, "world": dist.world,
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "sampler": sampler.state_dict(), "rng": rngs, "best": best,
-                "train_seconds": time.perf_counter() - t_start, "resumed_from": resumed_from,
+                "train_seconds": (now := time.perf_counter()) - t_start, "device_seconds": device_seconds(now),
+                "resumed_from": resumed_from,
             })
         t_last = time.perf_counter()
     if bar is not None:
@@ -333,6 +346,7 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
     test = evaluate(model, splits["test"], t.batch_size, 0, autocast, dist.rank, dist.world) \
         if status == "finished" else None
     test_y = data.split("test")[1]
+    end = time.perf_counter()
     result = {
         **run_identity(cfg), "status": status,
         "best_val_acc": best["acc"] if best["state"] is not None else None,
@@ -340,7 +354,8 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
         "test_acc": test["acc"] if test else None, "test_loss": test["loss"] if test else None,
         "test_majority_rate": float(np.bincount(test_y).max() / len(test_y)),
         "steps": t.steps, "train_seconds": round(train_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - t_start, 3), "resumed_from": resumed_from,
+        "wall_seconds": round(end - t_start, 3), "resumed_from": resumed_from,
+        "runs_per_device": runs_per_device, "device_seconds": round(device_seconds(end), 3),
         "world_size": dist.world, "cuda_graph": graphed is not None, "parameters": n_params,
         **peak_memory_bytes(device), "env": records.environment(),
     }

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-finished", action="store_true", help="exit 76 if the run is already finished")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--watch-parent", action="store_true")
+    p.add_argument("--runs-per-device", type=int, default=1,
+                   help="runs sharing this device at once (recorded; device_seconds = wall / this)")
     args = p.parse_args(argv)
 
     signal.signal(signal.SIGTERM, _interrupt)
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         dist, dev = distributed.init_from_env(args.device)
         device = dev or pick_device(args.device)
         result = train(cfg, Path(args.out), device, progress=args.progress, log=lambda m: print(m, flush=True),
-                       resume=args.resume, keep_checkpoint=args.keep_checkpoint, skip_finished=args.skip_finished)
+                       resume=args.resume, keep_checkpoint=args.keep_checkpoint, skip_finished=args.skip_finished,
+                       runs_per_device=args.runs_per_device)
     except RunLocked as e:
         print(f"skipped: {e}", file=sys.stderr, flush=True)
         return EXIT_LOCKED

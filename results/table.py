@@ -47,15 +47,20 @@ def records_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
 
     ``setting`` identifies the configuration apart from the seed; ``world_size`` is 1
     unless a record says otherwise (for the compute time of multi-GPU runs);
+    ``device_seconds`` is the run's share of its device's time (its wall time divided by
+    ``runs_per_device``, the runs packed on the device at once; older records: the wall time);
     ``train_loss_rise`` is ``lra.records.train_loss_rise`` (None when unknown).
     """
     columns = ["task", "variant", "protocol", "seed", "test_acc", "best_val_acc", "wall_seconds",
-               "train_seconds", "world_size", "config_hash", "setting", "dir", "train_loss_rise", "final_model"]
+               "train_seconds", "device_seconds", "runs_per_device", "world_size", "config_hash", "setting", "dir",
+               "train_loss_rise", "final_model"]
     rows = [
         {
             "task": r["task"], "variant": r["variant"], "protocol": r["protocol"], "seed": r["seed"],
             "test_acc": 100 * r["test_acc"], "best_val_acc": 100 * (r["best_val_acc"] or 0.0),
             "wall_seconds": r.get("wall_seconds"), "train_seconds": r.get("train_seconds"),
+            "device_seconds": r.get("device_seconds", r.get("wall_seconds")),
+            "runs_per_device": int(r.get("runs_per_device") or 1),
             "world_size": int(r.get("world_size") or 1), "config_hash": r.get("config_hash"),
             "setting": _setting(r.get("config")), "dir": r.get("dir"),
             "train_loss_rise": r.get("train_loss_rise"),
@@ -91,14 +96,17 @@ def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
 
 def run_times(frame: pd.DataFrame, by_task: bool = False) -> pd.DataFrame:
     """Per table row (variant, protocol) or per (variant, protocol, task): the number of
-    runs, the mean wall-clock seconds per run and the compute seconds (sum of wall
-    seconds times world size over the runs: GPU time for GPU runs)."""
+    runs, the mean wall-clock seconds per run, the compute seconds (sum over the runs of
+    their device seconds times world size: GPU time for GPU runs, where a run packed with
+    k-1 others on a GPU counts a k-th of its wall time) and the number of such shared runs."""
     keys = ["variant", "protocol", *(["task"] if by_task else [])]
     if frame.empty:
-        return pd.DataFrame(columns=[*keys, "runs", "wall_seconds_mean", "compute_seconds"]).set_index(keys)
-    f = frame.assign(compute=frame.wall_seconds * frame.world_size)
+        return pd.DataFrame(columns=[*keys, "runs", "wall_seconds_mean", "compute_seconds", "shared_runs"]
+                            ).set_index(keys)
+    f = frame.assign(compute=frame.device_seconds.fillna(frame.wall_seconds) * frame.world_size,
+                     shared=frame.runs_per_device > 1)
     return f.groupby(keys, sort=False).agg(runs=("wall_seconds", "size"), wall_seconds_mean=("wall_seconds", "mean"),
-                                           compute_seconds=("compute", "sum"))
+                                           compute_seconds=("compute", "sum"), shared_runs=("shared", "sum"))
 
 
 @dataclass
@@ -128,6 +136,7 @@ class Row:
     wall_seconds_mean: float | None = None
     compute_seconds: float | None = None
     runs: int = 0
+    shared_runs: int = 0  # runs packed with others on one GPU (compute counts their share)
 
 
 @dataclass
@@ -208,7 +217,7 @@ def build_table(runs: list[dict[str, Any]], *, order: str = "lra", compare: str 
             row.avg_complete = len(means) == len(LRA_ORDER)
         if times_by_row is not None:
             t = times_by_row.loc[(variant, proto)]
-            row.runs = int(t.runs)
+            row.runs, row.shared_runs = int(t.runs), int(t.shared_runs)
             row.wall_seconds_mean, row.compute_seconds = float(t.wall_seconds_mean), float(t.compute_seconds)
         rows.append(row)
 
@@ -278,6 +287,10 @@ def _notes(table: Table, skipped: list[dict[str, Any]], pub: pd.DataFrame | None
     if table.times:
         notes.append("wall/run: mean wall-clock time of one run; compute: sum over the row's runs "
                      "(times the number of GPUs for multi-GPU runs).")
+        if any(r.shared_runs for r in ours):
+            notes.append("(k shared): k of the row's runs shared their GPU with other runs packed on it "
+                         "(the sweep's --jobs-per-gpu); compute counts each such run's wall time divided by "
+                         "the number of runs on its GPU.")
     if skipped:
         notes.append(f"Not counted: {len(skipped)} run(s) that did not finish "
                      f"({'; '.join(sorted({str(r.get('status')) for r in skipped}))[:200]}).")
@@ -395,7 +408,8 @@ def _cells(table: Table, row: Row, style: _Style, digits: int) -> list[str]:
         elif key == "wall_per_run":
             out.append(_duration(row.wall_seconds_mean) if row.source == "ours" else "")
         elif key == "compute":
-            out.append(_duration(row.compute_seconds) if row.source == "ours" else "")
+            shared = f" ({row.shared_runs} shared)" if row.shared_runs else ""
+            out.append(_duration(row.compute_seconds) + shared if row.source == "ours" else "")
     return out
 
 
@@ -455,11 +469,12 @@ def to_csv(table: Table, digits: int = 4) -> str:
             rec["avg_delta"] = row.delta.get("avg")
         if table.times:
             rec["runs"] = row.runs or None
+            rec["shared_runs"] = row.shared_runs if row.source == "ours" else None
             rec["wall_seconds_mean"], rec["compute_seconds"] = row.wall_seconds_mean, row.compute_seconds
         records.append(rec)
     frame = pd.DataFrame(records)
     for c in frame.columns:
-        if c.endswith("_n") or c in ("avg_tasks", "runs"):
+        if c.endswith("_n") or c in ("avg_tasks", "runs", "shared_runs"):
             frame[c] = frame[c].astype("Int64")
         elif c.endswith(("_unstable", "_final")):
             frame[c] = frame[c].astype("boolean")

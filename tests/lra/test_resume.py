@@ -14,6 +14,7 @@ import torch
 
 from lra import checkpoint, protocols, records
 from lra.checkpoint import RunLock, RunLocked
+from lra.config import ConfigError
 from lra.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +145,46 @@ def test_overall_best_rule_resumes_with_the_best_seen_so_far(tmp_path, one_threa
     result = train(cfg, tmp_path / "cut", torch.device("cpu"), progress=False, log=quiet)
     assert result["resumed_from"] == [50]
     same_record(result, records.read_jsonl(d / records.METRICS), ref, ref_metrics)
+
+
+def test_device_seconds_split_among_packed_runs_and_summed_over_resumes(tmp_path, one_thread, monkeypatch):
+    """A run packed with 3 others counts a quarter of its wall time as device time; a resume
+    unpacked adds its own segment whole. Older checkpoints (no device_seconds) count as unshared."""
+    cfg = tiny(steps=40)
+    real_save, saved = checkpoint.save, {}
+
+    def save_then_die(path, obj):
+        real_save(path, obj)
+        saved[obj["step"]] = obj
+        if obj["step"] == 20:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, torch.device("cpu"), progress=False, log=quiet, runs_per_device=4)
+    cut = saved[20]
+    assert cut["device_seconds"] == pytest.approx(cut["train_seconds"] / 4, rel=1e-9)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    result = train(cfg, tmp_path, torch.device("cpu"), progress=False, log=quiet, runs_per_device=1)
+    assert result["resumed_from"] == [20] and result["runs_per_device"] == 1
+    assert result["device_seconds"] == pytest.approx(
+        cut["device_seconds"] + result["wall_seconds"] - cut["train_seconds"], abs=2e-3)
+    assert result["device_seconds"] < result["wall_seconds"] - 0.5 * cut["train_seconds"]
+
+    # A checkpoint written before device_seconds existed: its segment counts whole.
+    d = run_dir(tmp_path / "old", cfg)
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "old", torch.device("cpu"), progress=False, log=quiet, runs_per_device=4)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    old = checkpoint.load(d / checkpoint.CHECKPOINT)
+    del old["device_seconds"]
+    real_save(d / checkpoint.CHECKPOINT, old)
+    result = train(cfg, tmp_path / "old", torch.device("cpu"), progress=False, log=quiet, runs_per_device=2)
+    assert result["device_seconds"] == pytest.approx(
+        old["train_seconds"] + (result["wall_seconds"] - old["train_seconds"]) / 2, abs=2e-3)
+    with pytest.raises(ConfigError, match="runs_per_device"):
+        train(cfg, tmp_path / "bad", torch.device("cpu"), progress=False, log=quiet, runs_per_device=0)
 
 
 def test_keep_checkpoint_and_no_resume(reference, tmp_path, one_thread):

@@ -148,6 +148,8 @@ def test_two_jobs_on_cpu_complete_a_grid_then_a_rerun_runs_nothing(tmp_path):
     assert saved["jobs_per_gpu"] == 2 and saved["runs_per_hour"] > 0 and saved["device"].startswith("cpu")
     finished = [r for r in records.load_runs(out) if r["status"] == "finished"]
     assert len(finished) == 4
+    for r in finished:  # two at a time on the CPU: each counts half its wall time as device time
+        assert r["runs_per_device"] == 2 and r["device_seconds"] == pytest.approx(r["wall_seconds"] / 2, abs=2e-3)
     assert not list(out.rglob(checkpoint.CHECKPOINT))  # deleted once each run finished
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob(records.RESULT)}
 

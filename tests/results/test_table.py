@@ -255,6 +255,34 @@ def test_times_columns_and_helper(quick_records):
         assert abs(t.compute_seconds - e["wall_sum"]) < 1e-6 and abs(t.wall_seconds_mean - e["wall_mean"]) < 1e-6
 
 
+def test_packed_runs_count_their_share_of_the_gpu(quick_records, tmp_path):
+    """A run packed with others on a GPU (runs_per_device k) adds wall/k to its row's compute,
+    and the row says how many of its runs were shared; other rows are unchanged."""
+    root = tmp_path / "runs"
+    shutil.copytree(quick_records, root)
+    path = next(p for p in sorted(root.rglob("result.json")) if json.loads(p.read_text())["variant"] == "softmax")
+    rec = json.loads(path.read_text())
+    rec["runs_per_device"], rec["device_seconds"] = 4, rec["wall_seconds"] / 4
+    path.write_text(json.dumps(rec))
+    exp = expected(root)
+    times, unshared = run_times(records_frame(load_runs(root))), run_times(records_frame(load_runs(quick_records)))
+    for variant in {v for v, _ in exp}:
+        walls = sum(e["wall_sum"] for (v, _), e in exp.items() if v == variant)
+        want = walls - 0.75 * rec["wall_seconds"] if variant == "softmax" else walls
+        t = times.loc[(variant, "quick")]
+        assert abs(t.compute_seconds - want) < 1e-3 and int(t.shared_runs) == (variant == "softmax")
+        assert t.wall_seconds_mean == unshared.loc[(variant, "quick")].wall_seconds_mean  # wall/run: as measured
+    text = render_table(load_runs(root), times=True)
+    _, rows = md_rows(text)
+    compute = {r[0]: r[-1] for r in rows}
+    assert compute["softmax"].endswith(" (1 shared)") and "shared" not in compute["polarity:alpha=3"]
+    assert "(k shared): k of the row's runs shared their GPU" in text
+    assert "shared" not in render_table(load_runs(quick_records), times=True)
+    csv_rows = {r["variant"]: r for r in csv.DictReader(io.StringIO(render_table(load_runs(root), times=True,
+                                                                                  fmt="csv")))}
+    assert csv_rows["softmax"]["shared_runs"] == "1" and csv_rows["polarity:alpha=3"]["shared_runs"] == "0"
+
+
 def test_filters(quick_records):
     runs = load_runs(quick_records)
     header, rows = md_rows(render_table(runs, tasks=["pathfinder"]))
