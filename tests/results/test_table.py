@@ -281,6 +281,13 @@ def test_packed_runs_count_their_share_of_the_gpu(quick_records, tmp_path):
     csv_rows = {r["variant"]: r for r in csv.DictReader(io.StringIO(render_table(load_runs(root), times=True,
                                                                                   fmt="csv")))}
     assert csv_rows["softmax"]["shared_runs"] == "1" and csv_rows["polarity:alpha=3"]["shared_runs"] == "0"
+    # Packed, then resumed alone: the last segment's runs_per_device is 1, the run still counts as shared.
+    path = next(p for p in sorted(root.rglob("result.json"))
+                if json.loads(p.read_text())["variant"] == "polarity:alpha=3")
+    rec = json.loads(path.read_text())
+    rec["runs_per_device"], rec["device_seconds"] = 1, 0.6 * rec["wall_seconds"]
+    path.write_text(json.dumps(rec))
+    assert int(run_times(records_frame(load_runs(root))).loc[("polarity:alpha=3", "quick")].shared_runs) == 1
 
 
 def test_filters(quick_records):
