@@ -52,15 +52,14 @@ def records_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     ``train_loss_rise`` is ``lra.records.train_loss_rise`` (None when unknown).
     """
     columns = ["task", "variant", "protocol", "seed", "test_acc", "best_val_acc", "wall_seconds",
-               "train_seconds", "device_seconds", "runs_per_device", "world_size", "config_hash", "setting", "dir",
-               "train_loss_rise", "final_model"]
+               "train_seconds", "device_seconds", "world_size", "config_hash", "setting", "dir", "train_loss_rise",
+               "final_model"]
     rows = [
         {
             "task": r["task"], "variant": r["variant"], "protocol": r["protocol"], "seed": r["seed"],
             "test_acc": 100 * r["test_acc"], "best_val_acc": 100 * (r["best_val_acc"] or 0.0),
             "wall_seconds": r.get("wall_seconds"), "train_seconds": r.get("train_seconds"),
             "device_seconds": r.get("device_seconds", r.get("wall_seconds")),
-            "runs_per_device": int(r.get("runs_per_device") or 1),
             "world_size": int(r.get("world_size") or 1), "config_hash": r.get("config_hash"),
             "setting": _setting(r.get("config")), "dir": r.get("dir"),
             "train_loss_rise": r.get("train_loss_rise"),
