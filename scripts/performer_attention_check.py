@@ -85,8 +85,8 @@ def layer_stats(attn: PerformerAttention, q, k, v, mask, explicit: int) -> dict[
     def avg(x):
         return float(x[qmask].mean())
 
-    return {"stab": avg(stab), "feat": avg(1 - stab), "pad": avg(pad), "spread": avg(spread(a_real)), "spread*": avg(spread(exact)),
-            "tv*": avg(tv), "real_keys": float(real.sum(-1).double().mean())}
+    return {"stab": avg(stab), "feat": avg(1 - stab), "pad": avg(pad), "spread": avg(spread(a_real)),
+            "spread*": avg(spread(exact)), "tv*": avg(tv), "real_keys": float(real.sum(-1).double().mean())}
 
 
 FORM_FIELDS = {"key_max": str, "stabiliser": float, "qk_scale": str, "padded_keys": lambda v: v == "true"}
@@ -104,6 +104,9 @@ def with_form(attn: PerformerAttention, form: dict[str, str]) -> PerformerAttent
 
 def check_run(run_dir: Path, sources: dict[str, str], sets: dict[str, str], explicit: int, batches: int,
               form: dict[str, str] | None = None) -> list[dict]:
+    for name in ("config.json", "checkpoint.pt"):
+        if not (run_dir / name).is_file():
+            raise SystemExit(f"{run_dir}: no {name} (a finished run keeps no checkpoint)")
     cfg_d = json.loads((run_dir / "config.json").read_text())
     ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     keys = set(RunConfig.__dataclass_fields__)

@@ -86,3 +86,9 @@ def test_form_override_recomputes_the_same_layer_in_another_form():
     assert check.layer_stats(attn, q, k, v, mask, explicit=2)["stab"] > 0.99
     with pytest.raises(SystemExit, match="unknown field"):
         check.with_form(attn, {"nb_features": "4"})
+
+
+def test_a_run_without_a_checkpoint_is_one_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no checkpoint.pt"):
+        check.check_run(tmp_path, {}, {}, explicit=1, batches=1)
