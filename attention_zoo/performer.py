@@ -149,19 +149,25 @@ class PerformerAttention(nn.Module):
             c = torch.where(torch.isfinite(c), c, 0.0)  # no real key: anything finite
         return w.shape[0] ** -0.5 * (torch.exp(proj - half_sq - c) + self.stabiliser)
 
+    def query_key_features(self, q: Tensor, k: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, H, L, D) q, k and (B, L) mask -> phi(q), phi(k) (B, H, L, m) and the (B, L) mask
+        of the keys that count: the real ones, or with ``padded_keys`` all of them, the padded
+        ones zeroed (their v must be zeroed too). Features in q's dtype (use float32+)."""
+        if self.padded_keys:  # padded keys zeroed, then counted like real ones
+            k = torch.where(mask[:, None, :, None], k, 0.0)
+            mask = torch.ones_like(mask)
+        return self.feature_map(q, mask, is_query=True), self.feature_map(k, mask, is_query=False), mask
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """(B, H, L, D) q, k, v -> (B, H, L, D) in the accumulation dtype."""
         with full_precision(q):
             acc = acc_dtype(q)
-            if self.padded_keys:  # padded keys zeroed, then counted like real ones
-                keep = mask[:, None, :, None]
-                k, v = torch.where(keep, k, 0.0), torch.where(keep, v, 0.0)
-                mask = torch.ones_like(mask)
-            phi_q = self.feature_map(q.to(acc), mask, is_query=True)
-            phi_k = self.feature_map(k.to(acc), mask, is_query=False)
+            phi_q, phi_k, counted = self.query_key_features(q.to(acc), k.to(acc), mask)
+            if self.padded_keys:
+                v = torch.where(mask[:, None, :, None], v, 0.0)
             # Features are >= m^-1/2 stabiliser, so den > 0 whenever a key counts; the clamp
             # only turns a row without one (or underflowed features at stabiliser 0) into 0, not 0/0.
-            return kernel_linear_attention(phi_q, phi_k, v, mask, eps=1e-30, clamp=True)
+            return kernel_linear_attention(phi_q, phi_k, v, counted, eps=1e-30, clamp=True)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         if self.training and self.redraw_interval > 0:

@@ -102,9 +102,9 @@ def run_times(frame: pd.DataFrame, by_task: bool = False) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=[*keys, "runs", "wall_seconds_mean", "compute_seconds", "shared_runs"]
                             ).set_index(keys)
-    f = frame.assign(compute=frame.device_seconds.fillna(frame.wall_seconds) * frame.world_size,
-                     # shared for any part of it (a run resumed unpacked keeps its packed share)
-                     shared=frame.device_seconds.fillna(frame.wall_seconds) < 0.999 * frame.wall_seconds)
+    device = frame.device_seconds.fillna(frame.wall_seconds)
+    # shared for any part of it (a run resumed unpacked keeps its packed share)
+    f = frame.assign(compute=device * frame.world_size, shared=device < 0.999 * frame.wall_seconds)
     return f.groupby(keys, sort=False).agg(runs=("wall_seconds", "size"), wall_seconds_mean=("wall_seconds", "mean"),
                                            compute_seconds=("compute", "sum"), shared_runs=("shared", "sum"))
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,24 +41,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention_zoo.performer import PerformerAttention  # noqa: E402
-from lra.config import RunConfig  # noqa: E402
+from lra.config import ConfigError, RunConfig  # noqa: E402
 from lra.train import build_model  # noqa: E402
 from tasks import cache  # noqa: E402
+from tasks.base import DataError  # noqa: E402
 
 
-def layer_stats(attn: PerformerAttention, q, k, v, mask, explicit: int) -> dict[str, float]:
-    """The statistics above for one layer's (B, H, L, D) q, k, v and (B, L) mask."""
-    q, k, v = q.double(), k.double(), v.double()
-    real = mask.clone()
-    if attn.padded_keys:
-        keep = mask[:, None, :, None]
-        k = torch.where(keep, k, 0.0)
-        counted = torch.ones_like(mask)
-    else:
-        counted = mask
-    phi_q = attn.feature_map(q, counted, is_query=True)[:explicit]
-    phi_k = attn.feature_map(k, counted, is_query=False)[:explicit]
-    real, counted = real[:explicit], counted[:explicit]
+def layer_stats(attn: PerformerAttention, q, k, mask, explicit: int) -> dict[str, float]:
+    """The statistics above for one layer's (B, H, L, D) q, k and (B, L) mask."""
+    q, k = q.double(), k.double()
+    phi_q, phi_k, counted = attn.query_key_features(q, k, mask)  # over the whole batch: key_max=batch sees it all
+    phi_q, phi_k, real, counted = phi_q[:explicit], phi_k[:explicit], mask[:explicit], counted[:explicit]
     m = phi_k.shape[-1]
     w = phi_q @ phi_k.transpose(-1, -2)  # (b, H, L, L)
     w = w * counted[:, None, None, :]
@@ -104,9 +98,10 @@ def with_form(attn: PerformerAttention, form: dict[str, str]) -> PerformerAttent
 
 def check_run(run_dir: Path, sources: dict[str, str], sets: dict[str, str], explicit: int, batches: int,
               form: dict[str, str] | None = None) -> list[dict]:
-    for name in ("config.json", "checkpoint.pt"):
-        if not (run_dir / name).is_file():
-            raise SystemExit(f"{run_dir}: no {name} (a finished run keeps no checkpoint)")
+    if not (run_dir / "config.json").is_file():
+        raise SystemExit(f"{run_dir}: no config.json (not a run directory)")
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise SystemExit(f"{run_dir}: no checkpoint.pt (a finished run keeps no checkpoint)")
     cfg_d = json.loads((run_dir / "config.json").read_text())
     ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     keys = set(RunConfig.__dataclass_fields__)
@@ -133,11 +128,18 @@ def check_run(run_dir: Path, sources: dict[str, str], sets: dict[str, str], expl
             captured.clear()
             model(tokens)
             for layer, (mod, q, k, v, mask) in enumerate(captured):
-                stats = layer_stats(with_form(mod, form or {}), q, k, v, mask, explicit)
+                stats = layer_stats(with_form(mod, form or {}), q, k, mask, explicit)
                 rows.append({"run": run_dir.name, "task": cfg.task, "step": ckpt["step"], "batch": b,
-                             "layer": layer, "form": ",".join(f"{k}={v}" for k, v in (form or {}).items()) or "run's",
-                             **stats})
+                             "layer": layer, "form": ",".join(f"{key}={val}" for key, val in (form or {}).items())
+                             or "run's", **stats})
     return rows
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise SystemExit(f"{flag}: expected K=V, got {bad[0]!r}")
+    return dict(i.split("=", 1) for i in items)
 
 
 def main() -> None:
@@ -150,18 +152,28 @@ def main() -> None:
     p.add_argument("--form", action="append", default=[], help="feature form K=V for the analysis only")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
-    sources = dict(s.split("=", 1) for s in a.source)
-    sets = {k: int(v) for k, v in (s.split("=", 1) for s in a.set)}
+    if a.explicit < 1 or a.batches < 1:
+        raise SystemExit("--explicit and --batches must be >= 1")
+    sources, form = _pairs(a.source, "--source"), _pairs(a.form, "--form")
+    sets = _pairs(a.set, "--set")
+    if any(not v.isdigit() for v in sets.values()):
+        raise SystemExit(f"--set: integer values only, got {sets}")
+    sets = {key: int(val) for key, val in sets.items()}
     rows = []
-    for r in a.runs:
-        rows += check_run(r, sources, sets, a.explicit, a.batches, dict(f.split("=", 1) for f in a.form))
+    try:
+        for r in a.runs:
+            rows += check_run(r, sources, sets, a.explicit, a.batches, form)
+    except (DataError, ConfigError) as e:
+        raise SystemExit(f"error: {e}") from None
     cols = ["task", "step", "form", "batch", "layer", "real_keys", "stab", "feat", "pad", "spread", "spread*", "tv*"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:
         print("| " + " | ".join((f"{row[c]:.1e}" if c == "feat" else f"{row[c]:.3f}") if isinstance(row[c], float) else str(row[c]) for c in cols) + " |")
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+    if a.json:  # temp file then rename: never a half-written record
+        tmp = a.json.with_name(a.json.name + ".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        os.replace(tmp, a.json)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def test_equal_features_give_uniform_weights_and_the_stabilisers_exact_share():
     attn = _layer(**SKYFORMER_FORM)
     q = torch.zeros(3, 2, 12, 4)
     mask = _mask()
-    s = check.layer_stats(attn, q, q, torch.randn(3, 2, 12, 4), mask, explicit=3)
+    s = check.layer_stats(attn, q, q, mask, explicit=3)
     eps = 1e-4
     assert s["stab"] == pytest.approx(eps / (1 + eps), rel=1e-9)
     assert s["feat"] == pytest.approx(1 / (1 + eps), rel=1e-9)
@@ -48,7 +48,7 @@ def test_equal_features_give_uniform_weights_and_the_stabilisers_exact_share():
 def test_padded_keys_excluded_in_the_papers_form():
     attn = _layer(nb_features=16, padded_keys=False, key_max="head")
     q = torch.zeros(3, 2, 12, 4)
-    s = check.layer_stats(attn, q, q, torch.randn(3, 2, 12, 4), _mask(), explicit=3)
+    s = check.layer_stats(attn, q, q, _mask(), explicit=3)
     assert s["pad"] == 0.0
     assert s["spread"] == pytest.approx(1.0, rel=1e-9)
 
@@ -62,12 +62,12 @@ def test_a_large_batch_maximum_leaves_the_stabiliser_in_charge():
     k = torch.randn(3, 2, 12, 4, generator=g) * 3
     k[2, 1, 0] = 60.0  # an outlier key in another example still sets everyone's c
     mask = torch.ones(3, 12, dtype=torch.bool)
-    s = check.layer_stats(attn, q, k, torch.randn(3, 2, 12, 4), mask, explicit=2)
+    s = check.layer_stats(attn, q, k, mask, explicit=2)
     assert s["stab"] > 0.99 and s["spread"] > 0.99
     assert s["spread*"] < 0.9 and s["tv*"] > 0.05
     # with the key maximum per (batch, head) and no stabiliser, the features carry it all
     free = _layer(nb_features=16, qk_scale="d", key_max="head", stabiliser=0.0, padded_keys=True)
-    s2 = check.layer_stats(free, q, k, torch.randn(3, 2, 12, 4), mask, explicit=2)
+    s2 = check.layer_stats(free, q, k, mask, explicit=2)
     assert s2["stab"] == 0.0 and s2["spread"] < 0.99
 
 
@@ -78,12 +78,11 @@ def test_form_override_recomputes_the_same_layer_in_another_form():
     k = torch.randn(3, 2, 12, 4, generator=g) * 3
     k[2, 1, 0] = 60.0
     mask = torch.ones(3, 12, dtype=torch.bool)
-    v = torch.randn(3, 2, 12, 4)
     per_head = check.with_form(attn, {"key_max": "head", "stabiliser": "0"})
     assert (per_head.key_max, per_head.stabiliser) == ("head", 0.0)
     assert (attn.key_max, attn.stabiliser) == ("batch", 1e-4)  # the run's layer is untouched
-    assert check.layer_stats(per_head, q, k, v, mask, explicit=2)["stab"] == 0.0
-    assert check.layer_stats(attn, q, k, v, mask, explicit=2)["stab"] > 0.99
+    assert check.layer_stats(per_head, q, k, mask, explicit=2)["stab"] == 0.0
+    assert check.layer_stats(attn, q, k, mask, explicit=2)["stab"] > 0.99
     with pytest.raises(SystemExit, match="unknown field"):
         check.with_form(attn, {"nb_features": "4"})
 
@@ -92,3 +91,14 @@ def test_a_run_without_a_checkpoint_is_one_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(SystemExit, match="no checkpoint.pt"):
         check.check_run(tmp_path, {}, {}, explicit=1, batches=1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["RUN", "--set", "n"], "--set: expected K=V"),
+    (["RUN", "--set", "n=2k"], "--set: integer values only"),
+    (["RUN", "--explicit", "0"], "--explicit and --batches must be >= 1"),
+])
+def test_malformed_arguments_are_one_clear_error(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["performer_attention_check.py", *argv])
+    with pytest.raises(SystemExit, match=message):
+        check.main()
