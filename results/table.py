@@ -260,13 +260,19 @@ def build_table(runs: list[dict[str, Any]], *, order: str = "lra", compare: str 
     return table
 
 
+def or_list(items: list[Any]) -> str:
+    """[1] -> "1", [1, 4] -> "1 or 4", [1, 2, 4] -> "1, 2 or 4"."""
+    words = [str(i) for i in items]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
 def _notes(table: Table, skipped: list[dict[str, Any]], pub: pd.DataFrame | None) -> list[str]:
     ours = [r for r in table.rows if r.source == "ours"]
     notes = ["Test accuracy (%) of the best-validation checkpoint: mean ± sample std over seeds "
              "(number of seeds). Bold: best in the column."]
     if any(r.avg is not None and not r.avg_complete for r in ours):
         counts = sorted({r.avg_tasks for r in ours if r.avg is not None and not r.avg_complete})
-        notes.append(f"avg*: average over the available tasks only ({' or '.join(map(str, counts))} of 5).")
+        notes.append(f"avg*: average over the available tasks only ({or_list(counts)} of 5).")
     if any(c.mixed for r in ours for c in r.cells.values()):
         notes.append("(n)†: these runs differ in configuration beyond the seed.")
     if any(c.unstable for r in ours for c in r.cells.values()):

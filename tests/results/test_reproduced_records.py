@@ -35,8 +35,8 @@ DIAGNOSTIC_SETS = {
     "pathfinder-nomask": {"task": "pathfinder", "variants": ["softmax,polarity:alpha=3"],
                           "set": {"mask_zero": "false"}, "changes": {"mask_zero": False}},
     "text-no-conv": {"task": "text", "variants": ["polarity:alpha=3,kernel_size=1", "polarity:alpha=3", "softmax"],
-                     "with": "protocol-v1", "set": {}, "changes": {"model.attention_hp.kernel_size": "1"}},
-    "image-attn-dropout": {"task": "image", "variants": ["softmax"], "compare": "skyformer", "with": "protocol-v1",
+                     "with": "diagnostics/protocol-v1", "set": {}, "changes": {"model.attention_hp.kernel_size": "1"}},
+    "image-attn-dropout": {"task": "image", "variants": ["softmax"], "compare": "skyformer", "with": "diagnostics/protocol-v1",
                            "set": {}, "changes": {"model.attention_hp.dropout": "0.1"}},
     # recorded before the protocol took the Skyformer code's fixed per-head projection (E, F
     # learned, one for all heads): the zoo's defaults, which today's command spells out
@@ -48,6 +48,11 @@ DIAGNOSTIC_SETS = {
     "performer-favor": {"task": "listops,text,image,pathfinder", "variants": ["performer"], "compare": "skyformer",
                         "set": {}, "command": "performer:qk_scale=sqrt_d,key_max=head,stabiliser=1e-6,padded_keys=false",
                         "changes": {"model.attention_hp": {"nb_features": 128}}},
+    # session 13, today's protocol: one of the Skyformer code's Performer changes undone per run,
+    # its table beside the main table's ListOps performer
+    "performer-form": {"task": "listops", "variants": ["performer,performer:qk_scale=sqrt_d,performer:key_max=head"],
+                       "compare": "skyformer", "with": "skyformer", "v1": False, "set": {},
+                       "changes": {"model.attention": "performer"}, "one_change": True},
 }
 DIAG_RESULTS = sorted(DIAGNOSTICS.glob("*/*/*/*/result.json"))
 
@@ -159,6 +164,10 @@ def test_diagnostic_record_changes_what_its_set_says(result):
         for key in dotted.split("."):
             node = node[key]
         assert node == value
+    if diag.get("one_change"):  # exactly one attention hyperparameter differs from the protocol's
+        protocol_hp = resolve_run(r["task"], cfg["model"]["attention"], "skyformer", r["seed"], {}, cfg["source"])
+        ours, theirs = cfg["model"]["attention_hp"], protocol_hp.to_dict()["model"]["attention_hp"]
+        assert len([k for k in set(ours) | set(theirs) if str(ours.get(k)) != str(theirs.get(k))]) == 1
     if "mask_zero" not in diag["changes"]:
         assert cfg["mask_zero"] is None  # the task's default (LRA's mask on)
     if "data_resolved.contour_length" not in diag["changes"] and cfg["task"] == "pathfinder":
@@ -179,7 +188,7 @@ def test_readme_diagnostic_tables_are_what_lra_table_prints(diag):
     d = DIAGNOSTIC_SETS[diag]
     compares = d.get("compare", "polaformer")
     for compare in [compares] if isinstance(compares, str) else compares:
-        args = ["table", "--runs", str(DIAGNOSTICS / diag)] + (["--runs", str(DIAGNOSTICS / d["with"])] if "with" in d else [])
+        args = ["table", "--runs", str(DIAGNOSTICS / diag)] + (["--runs", str(REPRO / d["with"])] if "with" in d else [])
         args += ["--protocol", "skyformer", "--compare", compare, "--order", "polaformer", "--task", d["task"], "--times"]
         for variant in d.get("variants", []):
             args += ["--variant", variant]

@@ -19,7 +19,7 @@ import pytest
 
 from lra.records import load_runs
 from results import published
-from results.table import render_table, run_times, records_frame
+from results.table import or_list, render_table, run_times, records_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 # LRA_SPEC §3, copied by hand (not read from the CSVs under test)
@@ -110,6 +110,7 @@ def test_markdown_means_stds_seeds_and_average(quick_records):
         assert row[3].endswith("*"), "no row has all five tasks: every average is marked"
         assert abs(float(row[3].strip("*")) - avg) <= TOL
     assert "avg*: average over the available tasks only (1 or 2 of 5)." in text
+    assert [or_list(c) for c in ([4], [1, 4], [1, 2, 3, 4])] == ["4", "1 or 4", "1, 2, 3 or 4"]
     # bold: exactly the best (as printed) of every column
     for j, task in ((1, "listops"), (2, "pathfinder")):
         best = max(round(e["mean"], 2) for (v, t), e in exp.items() if t == task)
