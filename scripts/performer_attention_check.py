@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from attention_zoo.registry import HyperparameterError, make_hparams  # noqa: E402
 from attention_zoo.performer import PerformerAttention  # noqa: E402
 from lra.config import ConfigError, RunConfig  # noqa: E402
 from lra.train import build_model  # noqa: E402
@@ -83,21 +84,32 @@ def layer_stats(attn: PerformerAttention, q, k, mask, explicit: int) -> dict[str
             "spread*": avg(spread(exact)), "tv*": avg(tv), "real_keys": float(real.sum(-1).double().mean())}
 
 
-FORM_FIELDS = {"key_max": str, "stabiliser": float, "qk_scale": str, "padded_keys": lambda v: v == "true"}
+FORM_FIELDS = ("key_max", "stabiliser", "qk_scale", "padded_keys")  # what the feature map reads per call
 
 
-def with_form(attn: PerformerAttention, form: dict[str, str]) -> PerformerAttention:
-    """A shallow copy of ``attn`` whose feature form has ``form``'s fields (strings) instead."""
-    other = copy.copy(attn)
-    for key, value in form.items():
+def parse_form(form: dict[str, str]) -> dict[str, object]:
+    """``--form`` strings typed and checked as ``--attention performer:K=V`` would be."""
+    for key in form:
         if key not in FORM_FIELDS:
             raise SystemExit(f"--form: unknown field {key!r} (one of {', '.join(FORM_FIELDS)})")
-        setattr(other, key, FORM_FIELDS[key](value))
+    try:
+        hp = make_hparams("performer", **form)
+    except HyperparameterError as e:
+        raise SystemExit(f"--form: {e}") from None
+    return {key: getattr(hp, key) for key in form}
+
+
+def with_form(attn: PerformerAttention, form: dict[str, object]) -> PerformerAttention:
+    """A shallow copy of ``attn`` whose feature form has ``form``'s (parsed) fields instead."""
+    other = copy.copy(attn)
+    for key, value in form.items():
+        setattr(other, key, value)
     return other
 
 
 def check_run(run_dir: Path, sources: dict[str, str], sets: dict[str, str], explicit: int, batches: int,
               form: dict[str, str] | None = None) -> list[dict]:
+    typed_form = parse_form(form or {})  # before any data is read
     if not (run_dir / "config.json").is_file():
         raise SystemExit(f"{run_dir}: no config.json (not a run directory)")
     if not (run_dir / "checkpoint.pt").is_file():
@@ -128,7 +140,7 @@ def check_run(run_dir: Path, sources: dict[str, str], sets: dict[str, str], expl
             captured.clear()
             model(tokens)
             for layer, (mod, q, k, v, mask) in enumerate(captured):
-                stats = layer_stats(with_form(mod, form or {}), q, k, mask, explicit)
+                stats = layer_stats(with_form(mod, typed_form), q, k, mask, explicit)
                 rows.append({"run": run_dir.name, "task": cfg.task, "step": ckpt["step"], "batch": b,
                              "layer": layer, "form": ",".join(f"{key}={val}" for key, val in (form or {}).items())
                              or "run's", **stats})

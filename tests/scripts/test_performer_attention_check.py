@@ -78,13 +78,19 @@ def test_form_override_recomputes_the_same_layer_in_another_form():
     k = torch.randn(3, 2, 12, 4, generator=g) * 3
     k[2, 1, 0] = 60.0
     mask = torch.ones(3, 12, dtype=torch.bool)
-    per_head = check.with_form(attn, {"key_max": "head", "stabiliser": "0"})
+    per_head = check.with_form(attn, check.parse_form({"key_max": "head", "stabiliser": "0"}))
     assert (per_head.key_max, per_head.stabiliser) == ("head", 0.0)
     assert (attn.key_max, attn.stabiliser) == ("batch", 1e-4)  # the run's layer is untouched
     assert check.layer_stats(per_head, q, k, mask, explicit=2)["stab"] == 0.0
     assert check.layer_stats(attn, q, k, mask, explicit=2)["stab"] > 0.99
+    assert check.parse_form({"padded_keys": "1"}) == {"padded_keys": True}
+    assert check.parse_form({"padded_keys": "0"}) == {"padded_keys": False}
     with pytest.raises(SystemExit, match="unknown field"):
-        check.with_form(attn, {"nb_features": "4"})
+        check.parse_form({"nb_features": "4"})
+    with pytest.raises(SystemExit, match="key_max must be one of"):  # a typo is not read as "head"
+        check.parse_form({"key_max": "bach"})
+    with pytest.raises(SystemExit, match="padded_keys must be bool"):
+        check.parse_form({"padded_keys": "maybe"})
 
 
 def test_a_run_without_a_checkpoint_is_one_clear_error(tmp_path):
@@ -97,6 +103,7 @@ def test_a_run_without_a_checkpoint_is_one_clear_error(tmp_path):
     (["RUN", "--set", "n"], "--set: expected K=V"),
     (["RUN", "--set", "n=2k"], "--set: integer values only"),
     (["RUN", "--explicit", "0"], "--explicit and --batches must be >= 1"),
+    (["RUN", "--form", "key_max=bach"], "--form: performer: key_max must be one of"),  # before any data is read
 ])
 def test_malformed_arguments_are_one_clear_error(argv, message, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["performer_attention_check.py", *argv])
