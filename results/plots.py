@@ -176,8 +176,10 @@ def variant_color(label: str) -> str:
         rest = {k: v for k, v in rest.items() if defaults.get(k) != v}
         return _shade(base, repr(sorted(rest.items()))) if rest else base
     base = _BASE_COLORS.get(name) or TOL_MUTED[_hash_index(name, len(TOL_MUTED))]
-    defaults = _defaults(name)
-    changed = {k: v for k, v in hp.items() if defaults.get(k) != v}
+    defaults, pinned = _defaults(name), _spelled(label) & _protocol_keys(name)
+    # a key a protocol sets is a change whenever spelled out: under the skyformer protocol,
+    # performer:qk_scale=sqrt_d (the zoo's default) is not the protocol's performer
+    changed = {k: v for k, v in hp.items() if defaults.get(k) != v or k in pinned}
     return _shade(base, repr(sorted(changed.items()))) if changed else base
 
 
@@ -195,12 +197,45 @@ def variant_linestyle(label: str) -> str:
     return "--" if _resolve(label)[0] in _SAME_MATH else "-"
 
 
+_LINESTYLES = ["-", "--", ":", "-."]
+
+
+def line_styles(labels: Sequence[str]) -> dict[str, str]:
+    """Each label's line style in one figure: ``variant_linestyle``, except where labels would
+    otherwise draw identical lines (same colour, marker and style, as hyperparameter variants
+    whose shades coincide): those take the next styles in turn, in the order given."""
+    styles, seen = {}, {}
+    for v in dict.fromkeys(labels):
+        look = (variant_color(v), variant_marker(v), variant_linestyle(v))
+        n = seen[look] = seen.get(look, -1) + 1
+        styles[v] = look[2] if n == 0 else \
+            [s for s in _LINESTYLES if s != look[2]][(n - 1) % (len(_LINESTYLES) - 1)]
+    return styles
+
+
 def task_color(task: str) -> str:
     return _TASK_COLORS.get(task) or TOL_MUTED[_hash_index(task, len(TOL_MUTED))]
 
 
 def task_title(task: str) -> str:
     return _TASK_TITLES.get(task, task)
+
+
+def _spelled(label: str) -> set[str]:
+    """The hyperparameter keys a label spells out (``performer:qk_scale=sqrt_d`` -> {qk_scale})."""
+    import attention_zoo
+
+    try:
+        return set(attention_zoo.parse_spec(label)[1])
+    except Exception:
+        return set()
+
+
+def _protocol_keys(name: str) -> set[str]:
+    """The hyperparameters of variant ``name`` that some protocol sets (lra/protocols.py)."""
+    from lra.protocols import PROTOCOLS
+
+    return {k for proto in PROTOCOLS.values() for k in proto.get("attention", {}).get(name, {})}
 
 
 def _defaults(name: str) -> dict[str, Any]:
@@ -352,7 +387,8 @@ def _variant_handles(labels: Sequence[str], kind: str = "patch") -> list:
 
     if kind == "patch":
         return [Patch(facecolor=variant_color(v), edgecolor="none", label=v) for v in labels]
-    return [Line2D([], [], color=variant_color(v), marker=variant_marker(v), linestyle=variant_linestyle(v),
+    styles = line_styles(labels)
+    return [Line2D([], [], color=variant_color(v), marker=variant_marker(v), linestyle=styles[v],
                    label=v, markersize=4) for v in labels]
 
 
@@ -559,10 +595,11 @@ def plot_speed(speed_rows: list[dict[str, Any]], out: Path, *, device: str = "",
     with _style():
         fig = _figure(COLUMN_IN, 3.5)
         ax1, ax2 = fig.subplots(2, 1, sharex=True)
+        styles = line_styles(variants)
         for v in variants:
             rows = sorted((r for r in speed_rows if r["variant"] == v), key=lambda r: int(r["length"]))
             ok = [r for r in rows if _ok(r)]
-            kw = dict(color=variant_color(v), marker=variant_marker(v), linestyle=variant_linestyle(v),
+            kw = dict(color=variant_color(v), marker=variant_marker(v), linestyle=styles[v],
                       markersize=3.5, label=v)
             ax1.plot([int(r["length"]) for r in ok], [r["steps_per_s"] for r in ok], **kw)
             mem = [r for r in ok if r.get("peak_memory_bytes")]
@@ -637,6 +674,7 @@ def plot_curves(runs: list[dict[str, Any]] | pd.DataFrame, out: Path, *, protoco
     with _style():
         fig = _figure(width, 1.55 * nrow + 0.35)
         axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+        styles = line_styles(variants)
         for ax, task in zip(axes, tasks):
             for v in variants:
                 series = curves.get((task, v))
@@ -647,7 +685,7 @@ def plot_curves(runs: list[dict[str, Any]] | pd.DataFrame, out: Path, *, protoco
                 color = variant_color(v)
                 # a marker on every point would bury long curves (Image evaluates every 50 steps)
                 ax.plot(df.index, mean, color=color, marker=variant_marker(v), markersize=2.5, linewidth=1.0,
-                        linestyle=variant_linestyle(v), markevery=max(1, len(df) // MAX_CURVE_MARKERS))
+                        linestyle=styles[v], markevery=max(1, len(df) // MAX_CURVE_MARKERS))
                 if df.shape[1] > 1:
                     ax.fill_between(df.index, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
             ax.set_title(task_title(task))

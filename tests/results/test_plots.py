@@ -99,6 +99,25 @@ def test_same_variant_same_colour_across_figures(figures, quick_records):
     assert len(distinct) == len({v for v in dict.fromkeys(labels) if v != "polarity"})
 
 
+def test_hyperparameter_variants_draw_distinct_lines():
+    # qk_scale=sqrt_d and key_max=head are the zoo's defaults, but the skyformer protocol sets
+    # other values, so spelling them out names another computation than plain "performer"
+    form = ["performer", "performer:qk_scale=sqrt_d", "performer:key_max=head", "performer:stabiliser=1e-6",
+            "performer:qk_scale=sqrt_d,key_max=head,stabiliser=1e-6,padded_keys=false"]
+    assert all(plots.variant_color(v) != plots.variant_color("performer") for v in form[1:])
+    styles = plots.line_styles(form)
+    looks = {(plots.variant_color(v), plots.variant_marker(v), styles[v]) for v in form}
+    assert len(looks) == len(form)
+    assert styles["performer"] == "-"  # the first of a look keeps its own style
+    handles = plots._variant_handles(form, "line")
+    assert [h.get_linestyle() for h in handles] == [styles[v] for v in form]
+    # labels that look different keep their own style; softmax_naive stays dashed
+    assert plots.line_styles(["softmax", "softmax_naive", "linear"]) == {"softmax": "-", "softmax_naive": "--",
+                                                                          "linear": "-"}
+    # a key no protocol sets is still a change only when it differs from the zoo's default
+    assert plots.variant_color("cosformer:eps=1e-6") == plots.variant_color("cosformer")
+
+
 def test_published_markers_match_variants():
     points, source = plots.published_points("skyformer", "polaformer")
     assert source == "polaformer" and points[("polarity:alpha=3", "listops")] == 37.35
