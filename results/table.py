@@ -278,7 +278,7 @@ def _notes(table: Table, skipped: list[dict[str, Any]], pub: pd.DataFrame | None
     if any(c.unstable for r in ours for c in r.cells.values()):
         notes.append(f"‡: a run whose training loss ended more than {LOSS_RISE_UNSTABLE} above its lowest "
                      "(moving averages): it got worse late in training; the cell is still its "
-                     "best-validation checkpoint.")
+                     "best-validation checkpoint (its final model where § marks it).")
     if any(c.final for r in ours for c in r.cells.values()):
         notes.append("§: no validation after train.best_after (20% of training under skyformer) beat an earlier "
                      "one, so no checkpoint was kept and the final model was tested (the Skyformer code's rule, "
