@@ -165,7 +165,9 @@ def variant_color(label: str) -> str:
     ``polarity`` follows a warm ramp in alpha (3 vermillion, 5 reddish purple, 7 wine);
     other non-default hyperparameters shade the variant's colour; implementation choices
     (``backend``) and spelled-out defaults do not change it (``polarity`` is
-    ``polarity:alpha=3``). Unknown names get a stable colour from Tol's muted set.
+    ``polarity:alpha=3``), except a key some protocol sets, which names another computation
+    when spelled out (``performer:qk_scale=sqrt_d``). Unknown names get a stable colour from
+    Tol's muted set.
     """
     name, hp = _resolve(label)
     if name == "polarity":
