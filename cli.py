@@ -44,15 +44,9 @@ class LRAGroup(click.Group):
 
 
 def _parse_sets(items: tuple[str, ...]) -> dict[str, str]:
-    from lra.config import ConfigError
+    from lra.config import kv_pairs
 
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
+    return kv_pairs(items, "--set")
 
 
 @click.group(cls=LRAGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,6 +6,7 @@ import hashlib
 import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable
 from typing import Any, Literal
 
 
@@ -204,6 +205,18 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def kv_pairs(items: Iterable[str], what: str = "--set") -> dict[str, str]:
+    """['a=1', 'b.c=x'] -> {'a': '1', 'b.c': 'x'}; an item without '=' or a key is a ConfigError
+    naming the option ``what``."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{what} expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def split_specs(text: str) -> list[str]:
     """'softmax,polarity:alpha=3,beta=1,linear' -> ['softmax', 'polarity:alpha=3,beta=1', 'linear']:
     a 'k=v' item without ':' continues the previous spec (as ``lra bench --attention``)."""
@@ -217,4 +230,5 @@ def split_specs(text: str) -> list[str]:
     return specs
 
 
-__all__ = ["ConfigError", "ModelConfig", "RunConfig", "TrainConfig", "apply_overrides", "check", "split_specs"]
+__all__ = ["ConfigError", "ModelConfig", "RunConfig", "TrainConfig", "apply_overrides", "check", "kv_pairs",
+           "split_specs"]

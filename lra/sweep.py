@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from lra import checkpoint, records
-from lra.config import ConfigError, RunConfig, check, split_specs
+from lra.config import ConfigError, RunConfig, check, kv_pairs, split_specs
 from lra.distributed import safe_env
 
 DONE, DIVERGED, FAILED, PARTIAL, TODO, RUNNING = "done", "diverged", "failed", "partial", "to run", "running"
@@ -69,16 +69,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if not slash or not 0 <= shard[0] < shard[1]:
         raise ConfigError(f"--shard expects i/n with 0 <= i < n (e.g. 0/4), got {text!r}")
     return shard
-
-
-def _kv_pairs(items: Iterable[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"{what} expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -166,8 +156,8 @@ def make_grid(tasks: str | None = None, attention: str | None = None, seeds: str
         attention=listed(attention, "attention", split_specs),
         seeds=parse_seeds(seeds if seeds is not None else raw.get("seeds", [0])),
         protocol=protocol or raw.get("protocol", "skyformer"),
-        sets={**{k: _as_text(v) for k, v in _flatten(raw.get("set", {})).items()}, **_kv_pairs(sets, "--set")},
-        sources={**{k: str(v) for k, v in raw.get("source", {}).items()}, **_kv_pairs(sources, "--source")},
+        sets={**{k: _as_text(v) for k, v in _flatten(raw.get("set", {})).items()}, **kv_pairs(sets, "--set")},
+        sources={**{k: str(v) for k, v in raw.get("source", {}).items()}, **kv_pairs(sources, "--source")},
     )
     if not grid.tasks:
         raise ConfigError("no tasks: give --tasks listops,pathfinder or 'tasks = [...]' in the grid file")

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention_zoo.registry import HyperparameterError, make_hparams  # noqa: E402
 from attention_zoo.performer import PerformerAttention  # noqa: E402
-from lra.config import ConfigError, RunConfig  # noqa: E402
+from lra.config import ConfigError, RunConfig, kv_pairs  # noqa: E402
 from lra.train import build_model  # noqa: E402
 from tasks import cache  # noqa: E402
 from tasks.base import DataError  # noqa: E402
@@ -147,13 +147,6 @@ def check_run(run_dir: Path, sources: dict[str, str], sets: dict[str, str], expl
     return rows
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    bad = [i for i in items if "=" not in i]
-    if bad:
-        raise SystemExit(f"{flag}: expected K=V, got {bad[0]!r}")
-    return dict(i.split("=", 1) for i in items)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
@@ -166,13 +159,12 @@ def main() -> None:
     a = p.parse_args()
     if a.explicit < 1 or a.batches < 1:
         raise SystemExit("--explicit and --batches must be >= 1")
-    sources, form = _pairs(a.source, "--source"), _pairs(a.form, "--form")
-    sets = _pairs(a.set, "--set")
-    if any(not v.isdigit() for v in sets.values()):
-        raise SystemExit(f"--set: integer values only, got {sets}")
-    sets = {key: int(val) for key, val in sets.items()}
     rows = []
     try:
+        sources, form, sets = kv_pairs(a.source, "--source"), kv_pairs(a.form, "--form"), kv_pairs(a.set, "--set")
+        if any(not v.isdigit() for v in sets.values()):
+            raise SystemExit(f"--set: integer values only, got {sets}")
+        sets = {key: int(val) for key, val in sets.items()}
         for r in a.runs:
             rows += check_run(r, sources, sets, a.explicit, a.batches, form)
     except (DataError, ConfigError) as e:
