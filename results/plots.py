@@ -215,6 +215,23 @@ def line_styles(labels: Sequence[str]) -> dict[str, str]:
     return styles
 
 
+def line_markers(labels: Sequence[str]) -> dict[str, str]:
+    """Each label's marker in one figure: ``variant_marker``, except that labels sharing one
+    (hyperparameter variants of one attention, told apart otherwise only by shades of its
+    colour) take, after the first, markers no label of the figure uses, in turn."""
+    labels = list(dict.fromkeys(labels))
+    own = {v: variant_marker(v) for v in labels}
+    spare = [m for m in _SPARE_MARKERS + ["o", "s", "^"] if m not in own.values()] or _SPARE_MARKERS
+    markers, seen, extra = {}, set(), 0
+    for v in labels:
+        if own[v] in seen:
+            markers[v], extra = spare[extra % len(spare)], extra + 1
+        else:
+            markers[v] = own[v]
+            seen.add(own[v])
+    return markers
+
+
 def task_color(task: str) -> str:
     return _TASK_COLORS.get(task) or TOL_MUTED[_hash_index(task, len(TOL_MUTED))]
 
@@ -389,8 +406,8 @@ def _variant_handles(labels: Sequence[str], kind: str = "patch") -> list:
 
     if kind == "patch":
         return [Patch(facecolor=variant_color(v), edgecolor="none", label=v) for v in labels]
-    styles = line_styles(labels)
-    return [Line2D([], [], color=variant_color(v), marker=variant_marker(v), linestyle=styles[v],
+    styles, markers = line_styles(labels), line_markers(labels)
+    return [Line2D([], [], color=variant_color(v), marker=markers[v], linestyle=styles[v],
                    label=v, markersize=4) for v in labels]
 
 
@@ -597,11 +614,11 @@ def plot_speed(speed_rows: list[dict[str, Any]], out: Path, *, device: str = "",
     with _style():
         fig = _figure(COLUMN_IN, 3.5)
         ax1, ax2 = fig.subplots(2, 1, sharex=True)
-        styles = line_styles(variants)
+        styles, markers = line_styles(variants), line_markers(variants)
         for v in variants:
             rows = sorted((r for r in speed_rows if r["variant"] == v), key=lambda r: int(r["length"]))
             ok = [r for r in rows if _ok(r)]
-            kw = dict(color=variant_color(v), marker=variant_marker(v), linestyle=styles[v],
+            kw = dict(color=variant_color(v), marker=markers[v], linestyle=styles[v],
                       markersize=3.5, label=v)
             ax1.plot([int(r["length"]) for r in ok], [r["steps_per_s"] for r in ok], **kw)
             mem = [r for r in ok if r.get("peak_memory_bytes")]
@@ -676,7 +693,7 @@ def plot_curves(runs: list[dict[str, Any]] | pd.DataFrame, out: Path, *, protoco
     with _style():
         fig = _figure(width, 1.55 * nrow + 0.35)
         axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
-        styles = line_styles(variants)
+        styles, markers = line_styles(variants), line_markers(variants)
         for ax, task in zip(axes, tasks):
             for v in variants:
                 series = curves.get((task, v))
@@ -686,7 +703,7 @@ def plot_curves(runs: list[dict[str, Any]] | pd.DataFrame, out: Path, *, protoco
                 mean, std = df.mean(axis=1), df.std(axis=1, ddof=1)
                 color = variant_color(v)
                 # a marker on every point would bury long curves (Image evaluates every 50 steps)
-                ax.plot(df.index, mean, color=color, marker=variant_marker(v), markersize=2.5, linewidth=1.0,
+                ax.plot(df.index, mean, color=color, marker=markers[v], markersize=2.5, linewidth=1.0,
                         linestyle=styles[v], markevery=max(1, len(df) // MAX_CURVE_MARKERS))
                 if df.shape[1] > 1:
                     ax.fill_between(df.index, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)

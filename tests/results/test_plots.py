@@ -111,6 +111,12 @@ def test_hyperparameter_variants_draw_distinct_lines():
     assert styles["performer"] == "-"  # the first of a look keeps its own style
     handles = plots._variant_handles(form, "line")
     assert [h.get_linestyle() for h in handles] == [styles[v] for v in form]
+    # one attention's variants share its marker, so each after the first takes one of its own
+    markers = plots.line_markers(form + ["softmax"])
+    assert markers["performer"] == plots.variant_marker("performer") and markers["softmax"] == "o"
+    assert len(set(markers.values())) == len(form) + 1
+    assert [h.get_marker() for h in handles] == [markers[v] for v in form]
+    assert plots.line_markers(["softmax", "linear"]) == {"softmax": "o", "linear": "s"}
     # labels that look different keep their own style; softmax_naive stays dashed
     assert plots.line_styles(["softmax", "softmax_naive", "linear"]) == {"softmax": "-", "softmax_naive": "--",
                                                                           "linear": "-"}
