@@ -202,34 +202,29 @@ def variant_linestyle(label: str) -> str:
 _LINESTYLES = ["-", "--", ":", "-."]
 
 
-def line_styles(labels: Sequence[str]) -> dict[str, str]:
-    """Each label's line style in one figure: ``variant_linestyle``, except where labels would
-    otherwise draw identical lines (same colour, marker and style, as hyperparameter variants
-    whose shades coincide): those take the next styles in turn, in the order given."""
-    styles, seen = {}, {}
-    for v in dict.fromkeys(labels):
-        look = (variant_color(v), variant_marker(v), variant_linestyle(v))
-        n = seen[look] = seen.get(look, -1) + 1
-        styles[v] = look[2] if n == 0 else \
-            [s for s in _LINESTYLES if s != look[2]][(n - 1) % (len(_LINESTYLES) - 1)]
-    return styles
-
-
-def line_markers(labels: Sequence[str]) -> dict[str, str]:
-    """Each label's marker in one figure: ``variant_marker``, except that labels sharing one
-    (hyperparameter variants of one attention, told apart otherwise only by shades of its
-    colour) take, after the first, markers no label of the figure uses, in turn."""
+def line_looks(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Each label's (line style, marker) in one figure: ``variant_linestyle`` and
+    ``variant_marker``, except that
+    - labels that would draw identical lines (same colour, marker and style, as hyperparameter
+      variants whose shades coincide) take, after the first, the other line styles in turn;
+    - labels sharing a marker (one attention's hyperparameter variants, told apart otherwise
+      only by shades of its colour) take, after the first, markers no label of the figure
+      uses, in turn."""
     labels = list(dict.fromkeys(labels))
     own = {v: variant_marker(v) for v in labels}
     spare = [m for m in _SPARE_MARKERS + ["o", "s", "^"] if m not in own.values()] or _SPARE_MARKERS
-    markers, seen, extra = {}, set(), 0
+    looks, seen, used, extra = {}, {}, set(), 0
     for v in labels:
-        if own[v] in seen:
-            markers[v], extra = spare[extra % len(spare)], extra + 1
+        look = (variant_color(v), own[v], variant_linestyle(v))
+        n = seen[look] = seen.get(look, -1) + 1
+        style = look[2] if n == 0 else [s for s in _LINESTYLES if s != look[2]][(n - 1) % (len(_LINESTYLES) - 1)]
+        if own[v] in used:
+            marker, extra = spare[extra % len(spare)], extra + 1
         else:
-            markers[v] = own[v]
-            seen.add(own[v])
-    return markers
+            marker = own[v]
+            used.add(marker)
+        looks[v] = (style, marker)
+    return looks
 
 
 def task_color(task: str) -> str:
@@ -406,8 +401,8 @@ def _variant_handles(labels: Sequence[str], kind: str = "patch") -> list:
 
     if kind == "patch":
         return [Patch(facecolor=variant_color(v), edgecolor="none", label=v) for v in labels]
-    styles, markers = line_styles(labels), line_markers(labels)
-    return [Line2D([], [], color=variant_color(v), marker=markers[v], linestyle=styles[v],
+    looks = line_looks(labels)
+    return [Line2D([], [], color=variant_color(v), marker=looks[v][1], linestyle=looks[v][0],
                    label=v, markersize=4) for v in labels]
 
 
@@ -614,11 +609,11 @@ def plot_speed(speed_rows: list[dict[str, Any]], out: Path, *, device: str = "",
     with _style():
         fig = _figure(COLUMN_IN, 3.5)
         ax1, ax2 = fig.subplots(2, 1, sharex=True)
-        styles, markers = line_styles(variants), line_markers(variants)
+        looks = line_looks(variants)
         for v in variants:
             rows = sorted((r for r in speed_rows if r["variant"] == v), key=lambda r: int(r["length"]))
             ok = [r for r in rows if _ok(r)]
-            kw = dict(color=variant_color(v), marker=markers[v], linestyle=styles[v],
+            kw = dict(color=variant_color(v), marker=looks[v][1], linestyle=looks[v][0],
                       markersize=3.5, label=v)
             ax1.plot([int(r["length"]) for r in ok], [r["steps_per_s"] for r in ok], **kw)
             mem = [r for r in ok if r.get("peak_memory_bytes")]
@@ -693,7 +688,7 @@ def plot_curves(runs: list[dict[str, Any]] | pd.DataFrame, out: Path, *, protoco
     with _style():
         fig = _figure(width, 1.55 * nrow + 0.35)
         axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
-        styles, markers = line_styles(variants), line_markers(variants)
+        looks = line_looks(variants)
         for ax, task in zip(axes, tasks):
             for v in variants:
                 series = curves.get((task, v))
@@ -703,8 +698,8 @@ def plot_curves(runs: list[dict[str, Any]] | pd.DataFrame, out: Path, *, protoco
                 mean, std = df.mean(axis=1), df.std(axis=1, ddof=1)
                 color = variant_color(v)
                 # a marker on every point would bury long curves (Image evaluates every 50 steps)
-                ax.plot(df.index, mean, color=color, marker=markers[v], markersize=2.5, linewidth=1.0,
-                        linestyle=styles[v], markevery=max(1, len(df) // MAX_CURVE_MARKERS))
+                ax.plot(df.index, mean, color=color, marker=looks[v][1], markersize=2.5, linewidth=1.0,
+                        linestyle=looks[v][0], markevery=max(1, len(df) // MAX_CURVE_MARKERS))
                 if df.shape[1] > 1:
                     ax.fill_between(df.index, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
             ax.set_title(task_title(task))

@@ -105,21 +105,22 @@ def test_hyperparameter_variants_draw_distinct_lines():
     form = ["performer", "performer:qk_scale=sqrt_d", "performer:key_max=head", "performer:stabiliser=1e-6",
             "performer:qk_scale=sqrt_d,key_max=head,stabiliser=1e-6,padded_keys=false"]
     assert all(plots.variant_color(v) != plots.variant_color("performer") for v in form[1:])
-    styles = plots.line_styles(form)
-    looks = {(plots.variant_color(v), plots.variant_marker(v), styles[v]) for v in form}
-    assert len(looks) == len(form)
+    looks = plots.line_looks(form + ["softmax"])
+    styles, markers = {v: look[0] for v, look in looks.items()}, {v: look[1] for v, look in looks.items()}
+    assert len({(plots.variant_color(v), markers[v], styles[v]) for v in form}) == len(form)
     assert styles["performer"] == "-"  # the first of a look keeps its own style
-    handles = plots._variant_handles(form, "line")
-    assert [h.get_linestyle() for h in handles] == [styles[v] for v in form]
     # one attention's variants share its marker, so each after the first takes one of its own
-    markers = plots.line_markers(form + ["softmax"])
     assert markers["performer"] == plots.variant_marker("performer") and markers["softmax"] == "o"
     assert len(set(markers.values())) == len(form) + 1
-    assert [h.get_marker() for h in handles] == [markers[v] for v in form]
-    assert plots.line_markers(["softmax", "linear"]) == {"softmax": "o", "linear": "s"}
-    # labels that look different keep their own style; softmax_naive stays dashed
-    assert plots.line_styles(["softmax", "softmax_naive", "linear"]) == {"softmax": "-", "softmax_naive": "--",
-                                                                          "linear": "-"}
+    # variants whose shades coincide would still draw one line without the marker: they differ in style too
+    same_shade = [v for v in form if plots.variant_color(v) == plots.variant_color(form[1])]
+    assert len({styles[v] for v in same_shade}) == len(same_shade)
+    handles = plots._variant_handles(form, "line")
+    assert [(h.get_linestyle(), h.get_marker()) for h in handles] == [looks[v] for v in form]
+    assert plots.line_looks(["softmax", "linear"]) == {"softmax": ("-", "o"), "linear": ("-", "s")}
+    # softmax_naive stays dashed (and takes a marker of its own beside softmax's)
+    naive = plots.line_looks(["softmax", "softmax_naive", "linear"])
+    assert naive["softmax"] == ("-", "o") and naive["softmax_naive"][0] == "--" and naive["softmax_naive"][1] != "o"
     # a key no protocol sets is still a change only when it differs from the zoo's default
     assert plots.variant_color("cosformer:eps=1e-6") == plots.variant_color("cosformer")
 
