@@ -55,7 +55,11 @@ class HedgehogAttention(nn.Module):
     def feature_map(self, x: Tensor, which: str) -> Tensor:
         """(B, H, L, D) -> (B, H, L, 2D) with the query ("q") or key ("k") map."""
         w, b = (self.q_weight, self.q_bias) if which == "q" else (self.k_weight, self.k_bias)
-        z = torch.einsum("bhld,hde->bhle", x, w.to(x.dtype)) + b.to(x.dtype)[None, :, None, :]
+        # A broadcast matmul, not einsum("bhld,hde->bhle"): einsum folds B and L into one GEMM per
+        # head, so the weight's gradient is H GEMMs of (D x D) output B*L deep, which cuBLAS ran as
+        # H thread blocks (on an H100, 65% of a Text training step's GPU time went there:
+        # docs/benchmarks.md). Here that gradient is B*H GEMMs L deep, summed over B.
+        z = torch.matmul(x, w.to(x.dtype)) + b.to(x.dtype)[None, :, None, :]
         return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

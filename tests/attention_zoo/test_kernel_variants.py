@@ -159,8 +159,10 @@ def test_flatten_left_product():
 
 
 def test_hedgehog_left_product():
+    """Output and every gradient (input, feature-map weights and biases, projections) equal the
+    explicit form, whose feature map is the per-head einsum the module's broadcast matmul replaced."""
     l = 43
-    mod, x, mask = build("hedgehog"), inputs(l), masks(l)
+    mod, x, mask = build("hedgehog"), inputs(l).requires_grad_(), masks(l)
     with torch.no_grad():  # move away from the identity init
         for p in (mod.q_weight, mod.k_weight, mod.q_bias, mod.k_bias):
             p.add_(0.3 * torch.randn_like(p))
@@ -174,7 +176,16 @@ def test_hedgehog_left_product():
         "bhid,bhjd->bhij", phi(q, mod.q_weight, mod.q_bias), phi(k, mod.k_weight, mod.k_bias)
     )
     ref = mod.proj(from_heads(normalise_rows(sim, mask, v, 1e-6)))
-    assert_close_on_real(mod(x, mask), ref, mask, 1e-12)
+    out = mod(x, mask)
+    assert_close_on_real(out, ref, mask, 1e-12)
+    leaves = [x, *mod.parameters()]
+    probe = torch.randn_like(out) * mask[..., None]  # a loss on the real positions only
+    got = torch.autograd.grad((out * probe).sum(), leaves)
+    want = torch.autograd.grad((ref * probe).sum(), leaves)
+    names = ["x"] + [n for n, _ in mod.named_parameters()]
+    assert len(names) == 9 and all(g.abs().max() > 0 for g in want)
+    for name, g, w in zip(names, got, want):
+        assert torch.allclose(g, w, rtol=1e-10, atol=1e-12), name
 
 
 @pytest.mark.parametrize("kernel", ["softmax", "relu"])

@@ -208,3 +208,27 @@ def test_readme_diagnostic_tables_are_what_lra_table_prints(diag):
         table = [line for line in r.output.splitlines() if line.startswith("|")]
         assert "\n".join(table) in (REPRO / "README.md").read_text(), \
             f"README table for diagnostics/{diag} (--compare {compare}) is out of date"
+
+
+# unfinished/<task>/<variant>/<run>/: runs stopped by the end of a session's device time whose
+# checkpoint may not survive to the next session, kept for their validation curve only
+UNFINISHED = sorted(p.parent for p in (REPRO / "unfinished").glob("*/*/*/metrics.jsonl"))
+
+
+@pytest.mark.parametrize("run", UNFINISHED, ids=[str(p.relative_to(REPRO)) for p in UNFINISHED])
+def test_unfinished_run_is_a_protocol_run_that_never_enters_a_table(run):
+    from lra.protocols import attention_defaults
+    from lra.sweep import resolve_run
+
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl"]  # no result: never a cell
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["protocol"] == "skyformer" and cfg["config_hash"] == run.name.rsplit("-", 1)[-1]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] < cfg["train"]["steps"] == 50000
+    # the command the README gives for it: its attention with the hyperparameters that differ
+    # from the protocol's, under no other override
+    name, defaults = cfg["model"]["attention"], attention_defaults("skyformer", cfg["model"]["attention"])
+    hp = {k: v for k, v in cfg["model"]["attention_hp"].items() if str(defaults.get(k)) != str(v)}
+    spec = name + (":" + ",".join(f"{k}={v}" for k, v in sorted(hp.items())) if hp else "")
+    assert same_computation(resolve_run(cfg["task"], spec, "skyformer", cfg["seed"], {}, cfg["source"]), cfg)
+    assert f"unfinished/{run.relative_to(REPRO / 'unfinished')}" in (REPRO / "README.md").read_text()
