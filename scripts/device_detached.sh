@@ -22,6 +22,9 @@
 #       wait until every chain has ended or SECONDS have passed (never longer), printing
 #       progress each minute, then pack: $OUT/records.tgz (finished runs, no checkpoints) and one
 #       $OUT/run_<task>_<variant>_<hash>.tgz per unfinished run (with its checkpoint).
+#       Prefer several waits of ~300 s to one long one: a machine that stops answering mid-call
+#       returns nothing (session 16 lost a 560 s wait's four chains that way), while each
+#       finished wait leaves checkpoints here that a fresh machine resumes (copy them into .carry/).
 set -uo pipefail
 MODE=$1
 R=/tmp/repro
