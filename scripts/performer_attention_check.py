@@ -163,7 +163,7 @@ def main() -> None:
     try:
         sources, form, sets = kv_pairs(a.source, "--source"), kv_pairs(a.form, "--form"), kv_pairs(a.set, "--set")
         if any(not v.isdigit() for v in sets.values()):
-            raise SystemExit(f"--set: integer values only, got {sets}")
+            raise ConfigError(f"--set: integer values only, got {sets}")
         sets = {key: int(val) for key, val in sets.items()}
         for r in a.runs:
             rows += check_run(r, sources, sets, a.explicit, a.batches, form)

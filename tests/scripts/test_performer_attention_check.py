@@ -101,7 +101,7 @@ def test_a_run_without_a_checkpoint_is_one_clear_error(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["RUN", "--set", "n"], "error: --set expects key=value"),
-    (["RUN", "--set", "n=2k"], "--set: integer values only"),
+    (["RUN", "--set", "n=2k"], "error: --set: integer values only"),
     (["RUN", "--explicit", "0"], "--explicit and --batches must be >= 1"),
     (["RUN", "--form", "key_max=bach"], "--form: performer: key_max must be one of"),  # before any data is read
 ])
