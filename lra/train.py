@@ -282,6 +282,7 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
             nn.utils.clip_grad_value_(model.parameters(), t.clip_value)
         if t.clip_norm > 0:
             nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
+        lr = opt.param_groups[0]["lr"]  # the rate this step used (the schedule moves on below)
         opt.step()
         sched.step()
         loss = loss.detach()
@@ -311,7 +312,7 @@ def _train(cfg: RunConfig, run_dir: Path, data: Prepared, device: torch.device, 
             break
         now = time.perf_counter()
         row = {"step": step, "train_loss": train_loss, "train_acc": right / count,
-               "val_loss": val["loss"], "val_acc": val["acc"], "lr": sched.get_last_lr()[0],
+               "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
                "examples_per_s": count / (now - t_last), "elapsed_s": now - t_start}
         if dist.main:
             records.append_jsonl(run_dir / records.METRICS, row)

@@ -1,5 +1,6 @@
 """The training loop learns, schedules follow their definitions, configs resolve."""
 
+import json
 import math
 
 import pytest
@@ -36,6 +37,20 @@ def test_onecycle_peaks_at_warmup():
     assert max(range(100), key=lrs.__getitem__) == 19
     assert lrs[19] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-3 / 25)
     assert lrs[-1] < 1e-5
+
+
+def test_metrics_log_the_rate_each_step_used(tmp_path):
+    """The logged lr is the one the evaluated step trained with: OneCycleLR's final value at the
+    last step (the schedule's next value, past its end, can be negative)."""
+    cfg = protocols.resolve("listops", "quick", "softmax", seed=0,
+                            overrides={"train.steps": 20, "train.eval_every": 10, "train.warmup": 4})
+    train(cfg, tmp_path, torch.device("cpu"), progress=False, log=lambda *_: None)
+    (path,) = tmp_path.rglob("metrics.jsonl")
+    metrics = [json.loads(line) for line in path.read_text().splitlines()]
+    lrs = _lrs(cfg.train, 20)
+    assert [m["step"] for m in metrics] == [10, 20]
+    assert [m["lr"] for m in metrics] == pytest.approx([lrs[9], lrs[19]])
+    assert metrics[-1]["lr"] == pytest.approx(cfg.train.lr / 25 / 1e4)
 
 
 def test_rsqrt_and_cosine_match_lra_definitions():
