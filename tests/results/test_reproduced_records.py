@@ -228,7 +228,9 @@ UNFINISHED = sorted(p.parent for p in (REPRO / "unfinished").glob("*/*/*/metrics
 
 @pytest.mark.parametrize("run", UNFINISHED, ids=[str(p.relative_to(REPRO)) for p in UNFINISHED])
 def test_unfinished_run_is_a_protocol_run_that_never_enters_a_table(run):
-    from lra.protocols import attention_defaults
+    from dataclasses import fields
+
+    from lra.config import RunConfig
     from lra.sweep import resolve_run
 
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl"]  # no result: never a cell
@@ -236,10 +238,11 @@ def test_unfinished_run_is_a_protocol_run_that_never_enters_a_table(run):
     assert cfg["protocol"] == "skyformer" and cfg["config_hash"] == run.name.rsplit("-", 1)[-1]
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] < cfg["train"]["steps"] == 50000
-    # the command the README gives for it: its attention with the hyperparameters that differ
-    # from the protocol's, under no other override
-    name, defaults = cfg["model"]["attention"], attention_defaults("skyformer", cfg["model"]["attention"])
-    hp = {k: v for k, v in cfg["model"]["attention_hp"].items() if str(defaults.get(k)) != str(v)}
-    spec = name + (":" + ",".join(f"{k}={v}" for k, v in sorted(hp.items())) if hp else "")
+    # the config is the one its hash (and folder) names; the command the README gives for it is
+    # its variant label (the attention with the hyperparameters that differ from the
+    # protocol's), under no other override
+    rec = RunConfig.from_dict({f.name: cfg[f.name] for f in fields(RunConfig) if f.name in cfg})
+    assert rec.hash() == cfg["config_hash"]
+    spec = rec.variant_label()
     assert same_computation(resolve_run(cfg["task"], spec, "skyformer", cfg["seed"], {}, cfg["source"]), cfg)
     assert f"unfinished/{run.relative_to(REPRO / 'unfinished')}" in (REPRO / "README.md").read_text()
