@@ -31,6 +31,19 @@ TASK_TITLES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "
 _FIRST = ("softmax", "softmax_naive")
 
 
+def _spelling(value: Any) -> Any:
+    """One spelling of an attention hyperparameter's value: "0.1" as given on the command line
+    and 0.1 as a protocol default are one setting ("3" and 3, "true" and True likewise)."""
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        number = float(text)
+    except ValueError:
+        return str(value)
+    return number if math.isfinite(number) else str(value)
+
+
 def _setting(config: dict[str, Any] | None) -> str:
     """Fingerprint of a run's configuration without its seed: runs sharing it differ only
     by seed, so averaging them is averaging over seeds."""
@@ -39,6 +52,9 @@ def _setting(config: dict[str, Any] | None) -> str:
     cfg = {k: v for k, v in config.items() if k not in ("seed", "config_hash", "data_dir", "data")}
     # data_resolved holds the data parameters typed; "data" may hold the --set strings
     cfg["data"] = config.get("data_resolved", config.get("data"))
+    model = cfg.get("model")
+    if isinstance(model, dict) and isinstance(model.get("attention_hp"), dict):
+        cfg["model"] = {**model, "attention_hp": {k: _spelling(v) for k, v in model["attention_hp"].items()}}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -58,10 +58,11 @@ DIAGNOSTIC_SETS = {
                        "compare": "skyformer", "with": "skyformer", "v1": False, "set": {},
                        "changes": {"model.attention": "performer"}, "one_change": True,
                        "all_changes": "performer:key_max=head,padded_keys=false,qk_scale=sqrt_d,stabiliser=1e-6"},
-    # sessions 17-18, today's protocol: Text polarity with one of the Skyformer code's changes
-    # undone (the token embedding's N(0, 1) init, a=3, 5 and 7; MEAN pooling over real tokens
-    # only; no padding past the 4,000 tokens)
-    "text-embed-init": {"task": "text", "variants": ["polarity:alpha=3,polarity:alpha=5,polarity:alpha=7"], "v1": False,
+    # sessions 17-19, today's protocol: Text polarity with one of the Skyformer code's changes
+    # undone (the token embedding's N(0, 1) init, a=3, 5 and 7, and softmax beside them; MEAN
+    # pooling over real tokens only; no padding past the 4,000 tokens)
+    "text-embed-init": {"task": "text", "variants": ["softmax,polarity:alpha=3,polarity:alpha=5,polarity:alpha=7"],
+                        "v1": False,
                         "set": {"model.embed_std": "none"}, "changes": {"model.embed_std": None}},
     "text-mean-pooling": {"task": "text", "variants": ["polarity:alpha=3"], "v1": False,
                           "set": {"model.pooling": "mean"}, "changes": {"model.pooling": "mean"}},

@@ -336,6 +336,27 @@ def test_unfinished_duplicated_and_mixed_runs(quick_records, tmp_path):
     assert "Not counted: 1 run(s) that did not finish (diverged: non-finite training loss at step 10)." in text
 
 
+def test_hyperparameter_spelling_is_not_another_setting(quick_records, tmp_path):
+    """Seeds of one setting whose records spell an attention hyperparameter differently ("0.1"
+    from the command line, 0.1 as a protocol default) are averaged unmarked; another value is
+    another setting (†)."""
+    root = tmp_path / "runs"
+    shutil.copytree(quick_records, root)
+    runs = sorted(p.parent for p in root.glob("listops/softmax/*/result.json"))
+    assert len(runs) >= 2
+    for run, value in zip(runs, ["0.1", 0.1]):
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["model"]["attention_hp"] = {"dropout": value}
+        (run / "config.json").write_text(json.dumps(cfg))
+    _, rows = md_rows(render_table(load_runs(root)))
+    assert not {r[0]: r for r in rows}["softmax"][1].endswith("†")
+    cfg = json.loads((runs[0] / "config.json").read_text())
+    cfg["model"]["attention_hp"] = {"dropout": "0.2"}
+    (runs[0] / "config.json").write_text(json.dumps(cfg))
+    _, rows = md_rows(render_table(load_runs(root)))
+    assert {r[0]: r for r in rows}["softmax"][1].endswith("†")
+
+
 def test_complete_average_is_unmarked(quick_records):
     """The five tasks present: the real listops records relabelled in memory as each task."""
     runs = [r for r in load_runs(quick_records) if r["task"] == "listops" and r["variant"] == "softmax"]
