@@ -9,6 +9,11 @@
 #
 #   bash scripts/device_detached.sh prepare TASK [SOURCE|-] [--set data.K=V ...]
 #       prepare TASK's data in the foreground (a no-op once it exists).
+#   bash scripts/device_detached.sh stage
+#       merge every data folder carried as .carry*/<name>/ into /tmp/src/<name> (files already
+#       there are kept; start does this too). A source too large for one call with the tracked
+#       tree travels in pieces: e.g. .carry_ct/cifar10/test.parquet in one call, then
+#       .carry_cr/cifar10/train.parquet in the next, each staged into /tmp/src/cifar10.
 #   bash scripts/device_detached.sh start $OUT GPU JOB [then JOB ...]
 #       JOB = TASK "VARIANTS" [SOURCE|-] [--seeds N[,N]] [--jobs N] [--set K=V ...]
 #       prepare the first job's data, then start one detached chain on GPU that runs the
@@ -32,13 +37,26 @@ export PYTHONUNBUFFERED=1 LRA_DATA=/tmp/lra_data PYTHONPATH=$PWD
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 mkdir -p "$R/logs" "$R/runs"
 
+# merge_into SRC_DIR DEST_DIR: copy SRC_DIR's files that DEST_DIR lacks (never overwrites)
+merge_into() {
+  local f
+  (cd "$1" && find . -type f) | while read -r f; do
+    [ -e "$2/$f" ] || { mkdir -p "$(dirname "$2/$f")" && cp "$1/$f" "$2/$f"; } || exit 1
+  done
+}
+stage_sources() {
+  local d
+  for d in .carry*/*/; do [ -d "$d" ] && { merge_into "$d" "/tmp/src/$(basename "$d")" || exit 1; }; done
+  return 0
+}
+
 # job_cmds TASK VARIANTS [SOURCE|-] [--set K=V ...] -> two shell lines: prepare, sweep
 job_cmds() {
   local task=$1 variants=$2 src=${3:--}; shift 2; [ $# -gt 0 ] && shift
   local prep=() sweep=() seeds=0 jobs=1
   if [ "$src" != - ]; then
     local name; name=$(basename "$src")
-    [ -d "/tmp/src/$name" ] || { mkdir -p /tmp/src && cp -r "$src" "/tmp/src/$name"; }
+    [ -d "$src" ] && { merge_into "$src" "/tmp/src/$name" || exit 1; }
     prep=(--source "/tmp/src/$name"); sweep=(--source "$task=/tmp/src/$name")
   fi
   while [ $# -gt 0 ]; do
@@ -59,13 +77,19 @@ job_cmds() {
 
 if [ "$MODE" = prepare ]; then
   shift; t0=$(date +%s)
-  eval "$(job_cmds "$1" - "${@:2}" | head -1)"
+  eval "$(job_cmds "$1" - "${@:2}" | head -1)" || { echo "$1 data failed" >&2; exit 1; }
   echo "$1 data ready in $(( $(date +%s) - t0 )) s"
+  exit 0
+fi
+
+if [ "$MODE" = stage ]; then
+  stage_sources; for d in /tmp/src/*/; do [ -d "$d" ] && echo "$d: $(ls "$d" | tr '\n' ' ')"; done
   exit 0
 fi
 
 if [ "$MODE" = start ]; then
   O=$2; GPU=$3; shift 3; mkdir -p "$O"
+  stage_sources
   for f in .carry*/run_*.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$R" --skip-old-files; done  # never over a live run
   name=g$GPU; n=1; while [ -e "$R/logs/$name.sh" ]; do n=$((n+1)); name=g${GPU}_$n; done
   chain="$R/logs/$name.sh"; echo "cd $PWD" > "$chain"; first=1; job=()
@@ -76,7 +100,8 @@ if [ "$MODE" = start ]; then
   flush() {
     local cmds; cmds=$(job_cmds "${job[@]}") || exit 2
     if [ $first = 1 ]; then  # the first job's data in the foreground, so this call shows it
-      t0=$(date +%s); eval "$(echo "$cmds" | head -1)"; echo "${job[0]} data ready in $(( $(date +%s) - t0 )) s"
+      t0=$(date +%s); eval "$(echo "$cmds" | head -1)" || { rm -f "$chain"; echo "${job[0]} data failed: no chain started" >&2; exit 1; }
+      echo "${job[0]} data ready in $(( $(date +%s) - t0 )) s"
       first=0
     fi
     echo "$cmds" >> "$chain"
@@ -121,5 +146,5 @@ if [ "$MODE" = wait ]; then
   ls -la "$O"
   exit 0
 fi
-echo "usage: $0 prepare TASK [SOURCE|-] [--set K=V ...] | start OUT GPU JOB [then JOB ...] | wait OUT SECONDS" >&2
+echo "usage: $0 prepare TASK [SOURCE|-] [--set K=V ...] | stage | start OUT GPU JOB [then JOB ...] | wait OUT SECONDS" >&2
 exit 2
