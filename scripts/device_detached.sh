@@ -54,6 +54,7 @@ stage_sources() {
 job_cmds() {
   local task=$1 variants=$2 src=${3:--}; shift 2; [ $# -gt 0 ] && shift
   local prep=() sweep=() seeds=0 jobs=1
+  case $src in -?*) echo "error: $task job: its third word is the SOURCE folder or -, not $src" >&2; exit 2 ;; esac
   if [ "$src" != - ]; then
     local name; name=$(basename "$src")
     [ -d "$src" ] && { merge_into "$src" "/tmp/src/$name" || exit 1; }
@@ -98,7 +99,7 @@ if [ "$MODE" = start ]; then
     [ -f "$p" ] && echo "while kill -0 $(cat "$p") 2>/dev/null; do sleep 5; done" >> "$chain"
   done
   flush() {
-    local cmds; cmds=$(job_cmds "${job[@]}") || exit 2
+    local cmds; cmds=$(job_cmds "${job[@]}") || { rm -f "$chain"; exit 2; }  # no chain file half-written
     if [ $first = 1 ]; then  # the first job's data in the foreground, so this call shows it
       t0=$(date +%s); eval "$(echo "$cmds" | head -1)" || { rm -f "$chain"; echo "${job[0]} data failed: no chain started" >&2; exit 1; }
       echo "${job[0]} data ready in $(( $(date +%s) - t0 )) s"

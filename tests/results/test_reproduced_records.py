@@ -134,6 +134,10 @@ def test_main_table_record_is_the_protocols_current_config(result):
     now = resolve_run(r["task"], r["variant"], "skyformer", r["seed"], {}, cfg["source"])
     assert same_computation(now, cfg)
     assert now.variant_label() == r["variant"]
+    # the data the run trained on, as recorded when prepared, is the protocol's (Pathfinder's
+    # hard set, ListOps' 96k/2k/2k padded to 2,048, Text padded to 4,096): not only the request
+    from tasks import get_task
+    assert cfg["data_resolved"] == get_task(r["task"]).params(now.to_dict()["data"])
 
 
 @pytest.mark.parametrize("compare", ["polaformer", "skyformer"])
