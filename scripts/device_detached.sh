@@ -15,7 +15,8 @@
 #       tree travels in pieces: e.g. .carry_ct/cifar10/test.parquet in one call, then
 #       .carry_cr/cifar10/train.parquet in the next, each staged into /tmp/src/cifar10.
 #   bash scripts/device_detached.sh start $OUT GPU JOB [then JOB ...]
-#       JOB = TASK "VARIANTS" [SOURCE|-] [--seeds N[,N]] [--jobs N] [--set K=V ...]
+#       JOB = TASK "VARIANTS" [SOURCE|-] [--seeds N[,N]] [--jobs N] [--set K=V ...]  (SOURCE may be
+#       left out for generated data: ListOps, Pathfinder)
 #       prepare the first job's data, then start one detached chain on GPU that runs the
 #       jobs' sweeps one after the other (seed 0 unless --seeds; --jobs N runs N of a job's runs
 #       at once on the GPU, the sweep's --jobs-per-gpu, default 1); a chain started on a GPU that
@@ -52,9 +53,9 @@ stage_sources() {
 
 # job_cmds TASK VARIANTS [SOURCE|-] [--set K=V ...] -> two shell lines: prepare, sweep
 job_cmds() {
-  local task=$1 variants=$2 src=${3:--}; shift 2; [ $# -gt 0 ] && shift
+  local task=$1 variants=$2 src=-; shift 2
+  case ${1:-} in --*|"") ;; *) src=$1; shift ;; esac  # no SOURCE (generated data) when options follow
   local prep=() sweep=() seeds=0 jobs=1
-  case $src in -?*) echo "error: $task job: its third word is the SOURCE folder or -, not $src" >&2; exit 2 ;; esac
   if [ "$src" != - ]; then
     local name; name=$(basename "$src")
     [ -d "$src" ] && { merge_into "$src" "/tmp/src/$name" || exit 1; }
