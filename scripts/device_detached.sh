@@ -8,7 +8,11 @@
 # which resumption keys on) names the same source in every call and every session.
 #
 #   bash scripts/device_detached.sh prepare TASK [SOURCE|-] [--set data.K=V ...]
-#       prepare TASK's data in the foreground (a no-op once it exists).
+#       prepare TASK's data in the foreground (a no-op once it exists). Detached, it generates
+#       data while the next calls carry and start (session 22: `setsid nohup bash $0 prepare
+#       listops > /tmp/repro/prep_listops.txt 2>&1 < /dev/null &`, then chains that reach ListOps
+#       find it ready); a chain that gets there first builds its own copy, and the cache's
+#       temp-folder-then-rename keeps the two from corrupting each other.
 #   bash scripts/device_detached.sh stage
 #       merge every data folder carried as .carry*/<name>/ into /tmp/src/<name> (files already
 #       there are kept; start does this too). A source too large for one call with the tracked
