@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tasks.base import DataError
+from tasks.base import DataError, get_task
 from tasks.cache import open_prepared, prepare
 from tasks.listops import TOKENS, encode, read_tsv
 
@@ -97,12 +97,9 @@ def test_prepare_release_then_noop(tmp_path):
     assert prepare("listops", {"seq_len": 32}, source=str(folder), root=root) != path
 
 
-
 def test_two_builders_of_one_cache_leave_one_whole_cache(tmp_path, monkeypatch):
     """scripts/device_detached.sh may generate ListOps detached while a chain that reaches
     ListOps builds the same cache: whichever renames second keeps the first one's cache."""
-    from tasks.base import get_task
-
     folder = write_release(tmp_path / "rel")
     root = tmp_path / "cache"
     task = get_task("listops")
@@ -121,6 +118,7 @@ def test_two_builders_of_one_cache_leave_one_whole_cache(tmp_path, monkeypatch):
     assert sorted(p.name for p in root.iterdir()) == [path.name]  # no temp folder left
     x, y = open_prepared(path).split("train")
     assert x.shape == (3, 16) and y.tolist() == [9, 2, 4]
+
 
 def test_generated_splits_are_disjoint(tmp_path):
     params = dict(seq_len=64, min_length=10, max_length=64, n_train=60, n_val=20, n_test=20, seed=3)
