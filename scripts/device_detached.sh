@@ -27,7 +27,8 @@
 #       has one already waits for it first (each chain step prepares its data first, a no-op
 #       when it exists). --set goes to the sweep (and, for data.* keys, to prepare).
 #       Archives .carry*/run_*.tgz from an earlier call or session are unpacked first (never over a live run),
-#       so their runs resume from their checkpoints.
+#       so their runs resume from their checkpoints. Each chain runs from its own snapshot of the
+#       code ($R/code/<chain>), so the next call's copy of the working tree cannot break it.
 #   bash scripts/device_detached.sh wait $OUT SECONDS
 #       wait until every chain has ended or SECONDS have passed (never longer), printing
 #       progress each minute, then pack: $OUT/records.tgz (finished runs, no checkpoints) and one
@@ -37,8 +38,8 @@
 #       finished wait leaves checkpoints here that a fresh machine resumes (copy them into .carry/).
 set -uo pipefail
 MODE=$1
-R=/tmp/repro
-export PYTHONUNBUFFERED=1 LRA_DATA=/tmp/lra_data PYTHONPATH=$PWD
+R=${LRA_REPRO:-/tmp/repro}  # the tests point it elsewhere
+export PYTHONUNBUFFERED=1 LRA_DATA=${LRA_DATA:-/tmp/lra_data} PYTHONPATH=$PWD
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 mkdir -p "$R/logs" "$R/runs"
 
@@ -98,7 +99,12 @@ if [ "$MODE" = start ]; then
   stage_sources
   for f in .carry*/run_*.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$R" --skip-old-files; done  # never over a live run
   name=g$GPU; n=1; while [ -e "$R/logs/$name.sh" ]; do n=$((n+1)); name=g${GPU}_$n; done
-  chain="$R/logs/$name.sh"; echo "cd $PWD" > "$chain"; first=1; job=()
+  # the chain runs from a snapshot of the code: every later call re-copies the working tree,
+  # and a chain importing while that copy replaces lra/*.py fails (session 24 lost Image
+  # performer's start to "cannot import name 'records' from 'lra'" that way)
+  code="$R/code/$name"; rm -rf "$code"; mkdir -p "$code"
+  tar cf - --exclude='./.carry*' --exclude=./.git --exclude=./.venv --exclude=./shared --exclude=./results --exclude=./docs . | tar xf - -C "$code" || exit 1
+  chain="$R/logs/$name.sh"; printf 'cd %q\nexport PYTHONPATH=%q\n' "$code" "$code" > "$chain"; first=1; job=()
   # a GPU that already has a chain: this one waits for it (appended jobs, one run at a time)
   for p in "$R"/logs/g"$GPU".pid "$R"/logs/g"$GPU"_*.pid; do
     [ -f "$p" ] && echo "while kill -0 $(cat "$p") 2>/dev/null; do sleep 5; done" >> "$chain"

@@ -1,0 +1,54 @@
+"""scripts/device_detached.sh: a detached chain outlives changes to the working tree.
+
+The device tool re-copies the working tree at every call. Session 24 lost a chain that was
+importing `lra` while that happened, so `start` runs each chain from its own snapshot of the
+code. Here the tree's `lra/` is broken right after `start`; the chain must still finish.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--set", "data.n_train=32", "--set", "data.n_val=16", "--set", "data.n_test=16",
+        "--set", "data.seq_len=128", "--set", "data.max_length=120", "--set", "data.min_length=30",
+        "--set", "train.steps=2", "--set", "train.warmup=1", "--set", "train.eval_every=1",
+        "--set", "train.batch_size=4"]
+
+
+def test_a_started_chain_runs_from_its_own_snapshot_of_the_code(tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("lra", "attention_zoo", "tasks", "scripts"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "cli.py", repo / "cli.py")
+    env = dict(os.environ, LRA_REPRO=str(tmp_path / "repro"), LRA_DATA=str(tmp_path / "data"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PYTHONPATH", None)
+    script = ["bash", "scripts/device_detached.sh"]
+    out = tmp_path / "out"
+
+    started = subprocess.run([*script, "start", str(out), "0", "listops", "softmax", *TINY],
+                             cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
+    assert "started chain g0 on GPU 0" in started.stdout
+    # what a later call's copy of the tree does at its worst: a half-written package (an
+    # editable install would find `lra` elsewhere if it were gone, so it is broken instead)
+    for f in (repo / "lra").glob("*.py"):
+        f.write_text("raise ImportError('the tree is being re-copied')\n")
+
+    waited = subprocess.run([*script, "wait", str(out), "240"], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert waited.returncode == 0, waited.stderr
+    log = (tmp_path / "repro" / "logs" / "g0.log").read_text()
+    assert "1 finished" in log, log
+    with tarfile.open(out / "records.tgz") as tar:
+        names = tar.getnames()
+        result = next(n for n in names if n.endswith("result.json"))
+        record = json.load(tar.extractfile(result))
+    assert result.startswith("runs/listops/softmax/skyformer-seed0-")
+    assert record["status"] == "finished" and record["steps"] == 2
+    assert not any(n.endswith("checkpoint.pt") for n in names)
