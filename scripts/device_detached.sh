@@ -28,7 +28,8 @@
 #       when it exists). --set goes to the sweep (and, for data.* keys, to prepare).
 #       Archives .carry*/run_*.tgz from an earlier call or session are unpacked first (never over a live run),
 #       so their runs resume from their checkpoints. Each chain runs from its own snapshot of the
-#       code ($R/code/<chain>), so the next call's copy of the working tree cannot break it.
+#       code ($R/code/<chain>), so the next call's copy of the working tree cannot break it. Every
+#       job's sweep is checked with --dry-run first: a bad task, variant or --set starts nothing.
 #   bash scripts/device_detached.sh wait $OUT SECONDS
 #       wait until every chain has ended or SECONDS have passed (never longer), printing
 #       progress each minute, then pack: $OUT/records.tgz (finished runs, no checkpoints) and one
@@ -36,9 +37,11 @@
 #       Prefer several waits of ~300 s to one long one: a machine that stops answering mid-call
 #       returns nothing (session 16 lost a 560 s wait's four chains that way), while each
 #       finished wait leaves checkpoints here that a fresh machine resumes (copy them into .carry/).
+# $LRA_REPRO (default /tmp/repro) and $LRA_DATA (default /tmp/lra_data) move the work and data
+# folders (tests/scripts/test_device_detached.py runs it on the CPU that way).
 set -uo pipefail
 MODE=$1
-R=${LRA_REPRO:-/tmp/repro}  # the tests point it elsewhere
+R=${LRA_REPRO:-/tmp/repro}
 export PYTHONUNBUFFERED=1 LRA_DATA=${LRA_DATA:-/tmp/lra_data} PYTHONPATH=$PWD
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 mkdir -p "$R/logs" "$R/runs"
@@ -104,24 +107,30 @@ if [ "$MODE" = start ]; then
   # performer's start to "cannot import name 'records' from 'lra'" that way)
   code="$R/code/$name"; rm -rf "$code"; mkdir -p "$code"
   tar cf - --exclude='./.carry*' --exclude=./.git --exclude=./.venv --exclude=./shared --exclude=./results --exclude=./docs . | tar xf - -C "$code" || exit 1
-  chain="$R/logs/$name.sh"; printf 'cd %q\nexport PYTHONPATH=%q\n' "$code" "$code" > "$chain"; first=1; job=()
+  chain="$R/logs/$name.sh"; printf 'cd %q\nexport PYTHONPATH=%q\n' "$code" "$code" > "$chain"
   # a GPU that already has a chain: this one waits for it (appended jobs, one run at a time)
   for p in "$R"/logs/g"$GPU".pid "$R"/logs/g"$GPU"_*.pid; do
     [ -f "$p" ] && echo "while kill -0 $(cat "$p") 2>/dev/null; do sleep 5; done" >> "$chain"
   done
-  flush() {
-    local cmds; cmds=$(job_cmds "${job[@]}") || { rm -f "$chain"; exit 2; }  # no chain file half-written
-    if [ $first = 1 ]; then  # the first job's data in the foreground, so this call shows it
-      t0=$(date +%s); eval "$(echo "$cmds" | head -1)" || { rm -f "$chain"; echo "${job[0]} data failed: no chain started" >&2; exit 1; }
-      echo "${job[0]} data ready in $(( $(date +%s) - t0 )) s"
-      first=0
-    fi
-    echo "$cmds" >> "$chain"
+  # every job is checked before anything starts: its sweep's --dry-run refuses an unknown task
+  # or variant, or a bad --set, with one line (session 24 named a variant by its record folder,
+  # polarity-alpha3, and learnt it from the detached chain's log minutes later)
+  all=(); job=()
+  check() {
+    local cmds out; cmds=$(job_cmds "${job[@]}") || { rm -f "$chain"; exit 2; }  # no chain file half-written
+    out=$(eval "$(echo "$cmds" | tail -1) --dry-run" 2>&1) || {
+      rm -f "$chain"; echo "${job[0]} \"${job[1]}\": $(echo "$out" | tail -1) (no chain started)" >&2; exit 2; }
+    all+=("$cmds")
   }
   for a in "$@"; do
-    if [ "$a" = then ]; then flush; job=(); else job+=("$a"); fi
+    if [ "$a" = then ]; then check; job=(); else job+=("$a"); fi
   done
-  flush
+  check
+  # the first job's data in the foreground, so this call shows it
+  task=${1:-}; t0=$(date +%s)
+  eval "$(echo "${all[0]}" | head -1)" || { rm -f "$chain"; echo "$task data failed: no chain started" >&2; exit 1; }
+  echo "$task data ready in $(( $(date +%s) - t0 )) s"
+  printf '%s\n' "${all[@]}" >> "$chain"
   CUDA_VISIBLE_DEVICES=$GPU setsid nohup bash "$chain" > "$R/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$R/logs/$name.pid"
   echo "started chain $name on GPU $GPU (pid $!):"; grep sweep "$chain" | cut -c1-200

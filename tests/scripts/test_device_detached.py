@@ -20,7 +20,8 @@ TINY = ["--set", "data.n_train=32", "--set", "data.n_val=16", "--set", "data.n_t
         "--set", "train.batch_size=4"]
 
 
-def test_a_started_chain_runs_from_its_own_snapshot_of_the_code(tmp_path):
+def _tree(tmp_path):
+    """A copy of the code (what the device tool copies) and the script's environment."""
     repo = tmp_path / "repo"
     for name in ("lra", "attention_zoo", "tasks", "scripts"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -28,6 +29,11 @@ def test_a_started_chain_runs_from_its_own_snapshot_of_the_code(tmp_path):
     env = dict(os.environ, LRA_REPRO=str(tmp_path / "repro"), LRA_DATA=str(tmp_path / "data"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.pop("PYTHONPATH", None)
+    return repo, env
+
+
+def test_a_started_chain_runs_from_its_own_snapshot_of_the_code(tmp_path):
+    repo, env = _tree(tmp_path)
     script = ["bash", "scripts/device_detached.sh"]
     out = tmp_path / "out"
 
@@ -52,3 +58,20 @@ def test_a_started_chain_runs_from_its_own_snapshot_of_the_code(tmp_path):
     assert result.startswith("runs/listops/softmax/skyformer-seed0-")
     assert record["status"] == "finished" and record["steps"] == 2
     assert not any(n.endswith("checkpoint.pt") for n in names)
+
+
+def test_a_bad_job_starts_nothing_and_says_why_in_one_line(tmp_path):
+    """A variant spelled as its record folder (polarity-alpha3) in the second job: start refuses
+    the whole chain before preparing any data, naming the job and the sweep's reason."""
+    repo, env = _tree(tmp_path)
+    started = subprocess.run(["bash", "scripts/device_detached.sh", "start", str(tmp_path / "out"), "0",
+                              "listops", "softmax", *TINY, "then", "listops", "polarity-alpha3", *TINY],
+                             cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 2
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('listops "polarity-alpha3": error: unknown attention')
+    assert lines[0].endswith("(no chain started)")
+    assert "started chain" not in started.stdout
+    logs = tmp_path / "repro" / "logs"
+    assert not list(logs.glob("g0*"))  # no chain file, log or pid
+    assert not (tmp_path / "data").exists()  # the first job's data was not prepared either
