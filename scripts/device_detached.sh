@@ -33,7 +33,8 @@
 #   bash scripts/device_detached.sh wait $OUT SECONDS
 #       wait until every chain has ended or SECONDS have passed (never longer), printing
 #       progress each minute, then pack: $OUT/records.tgz (finished runs, no checkpoints) and one
-#       $OUT/run_<task>_<variant>_<hash>.tgz per unfinished run (with its checkpoint).
+#       $OUT/run_<task>_<variant>_<hash>.tgz per unfinished run (with its checkpoint, copied
+#       before its curve, so the curve reaches at least the checkpoint's step).
 #       Prefer several waits of ~300 s to one long one: a machine that stops answering mid-call
 #       returns nothing (session 16 lost a 560 s wait's four chains that way), while each
 #       finished wait leaves checkpoints here that a fresh machine resumes (copy them into .carry/).
@@ -162,7 +163,17 @@ if [ "$MODE" = wait ]; then
     [ -f "$d/result.json" ] && continue
     [ -f "$d/checkpoint.pt" ] || continue
     run=$(basename "$d"); variant=$(basename "$(dirname "$d")"); task=$(basename "$(dirname "$(dirname "$d")")")
-    tar czf "$O/run_${task}_${variant}_${run##*-}.tgz" --exclude='*.tmp' "$d"
+    # A run still training rewrites its checkpoint and appends to metrics.jsonl while it is
+    # packed (session 25: "file changed as we read it"). The checkpoint is copied first: it is
+    # replaced whole (os.replace) and written after its step's metrics row, so the later copy
+    # of metrics.jsonl holds every row up to the checkpoint's step. Rows past it, or a torn
+    # last line, the resume drops. Taken the other way round, a checkpoint written between the
+    # two reads would resume past the curve's end and leave a gap in it.
+    snap="$R/pack"; rm -rf "$snap"; mkdir -p "$snap/$d" || exit 1
+    cp -p "$d/checkpoint.pt" "$snap/$d/" || { rm -rf "$snap"; continue; }
+    find "$d" -maxdepth 1 -type f ! -name checkpoint.pt ! -name '*.tmp' -exec cp -p {} "$snap/$d/" \;
+    tar czf "$O/run_${task}_${variant}_${run##*-}.tgz" -C "$snap" "$d"
+    rm -rf "$snap"
   done
   ls -la "$O"
   exit 0

@@ -75,3 +75,55 @@ def test_a_bad_job_starts_nothing_and_says_why_in_one_line(tmp_path):
     logs = tmp_path / "repro" / "logs"
     assert not list(logs.glob("g0*"))  # no chain file, log or pid
     assert not (tmp_path / "data").exists()  # the first job's data was not prepared either
+
+
+ADVANCE = '''
+import json, os, sys, torch
+run = sys.argv[1]
+step = torch.load(os.path.join(run, "checkpoint.pt"))["step"] + 500
+with open(os.path.join(run, "metrics.jsonl"), "a") as f:  # the trainer: its row, then its checkpoint
+    f.write(json.dumps({"step": step, "val_acc": 0.5}) + "\\n")
+torch.save({"step": step}, os.path.join(run, "checkpoint.pt.tmp"))
+os.replace(os.path.join(run, "checkpoint.pt.tmp"), os.path.join(run, "checkpoint.pt"))
+'''
+
+
+def test_wait_packs_a_training_run_with_its_curve_reaching_its_checkpoint(tmp_path):
+    """A run still training moves on while `wait` packs it. Here a `cp` shim lets the run write its
+    next metrics row and checkpoint right after the first file is copied: whichever order the
+    packing reads them in, the archive's curve must reach the archived checkpoint's step (the
+    resume truncates rows past it, but it cannot fill a gap)."""
+    torch = __import__("pytest").importorskip("torch")
+    repo, env = _tree(tmp_path)
+    run = tmp_path / "repro" / "runs" / "listops" / "softmax" / "skyformer-seed0-0123456789ab"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "val_acc": 0.4}) + "\n" for s in (500, 1000)))
+    torch.save({"step": 1000}, run / "checkpoint.pt")
+    (tmp_path / "advance.py").write_text(ADVANCE)
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "cp").write_text(f"""#!/usr/bin/env bash
+/bin/cp "$@" || exit $?
+[ -e {tmp_path}/advanced ] && exit 0
+touch {tmp_path}/advanced
+"{sys.executable}" {tmp_path}/advance.py {run}
+""")
+    (shims / "cp").chmod(0o755)
+    env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
+
+    out = tmp_path / "out"
+    waited = subprocess.run(["bash", "scripts/device_detached.sh", "wait", str(out), "1"], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert waited.returncode == 0, waited.stderr
+    assert (tmp_path / "advanced").exists()  # the run did move on mid-packing
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 1500
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(out / "run_listops_softmax_0123456789ab.tgz") as tar:
+        tar.extractall(unpacked, filter="data")
+    got = unpacked / "runs" / "listops" / "softmax" / "skyformer-seed0-0123456789ab"
+    assert sorted(p.name for p in got.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+    ckpt_step = torch.load(got / "checkpoint.pt")["step"]
+    curve = [json.loads(line)["step"] for line in (got / "metrics.jsonl").read_text().splitlines()]
+    assert ckpt_step in curve and curve[-1] >= ckpt_step, (ckpt_step, curve)
+    assert not (tmp_path / "repro" / "pack").exists()  # the packing's copy is gone
