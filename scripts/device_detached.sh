@@ -102,25 +102,14 @@ if [ "$MODE" = start ]; then
   O=$2; GPU=$3; shift 3; mkdir -p "$O"
   stage_sources
   for f in .carry*/run_*.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$R" --skip-old-files; done  # never over a live run
-  name=g$GPU; n=1; while [ -e "$R/logs/$name.sh" ]; do n=$((n+1)); name=g${GPU}_$n; done
-  # the chain runs from a snapshot of the code: every later call re-copies the working tree,
-  # and a chain importing while that copy replaces lra/*.py fails (session 24 lost Image
-  # performer's start to "cannot import name 'records' from 'lra'" that way)
-  code="$R/code/$name"; rm -rf "$code"; mkdir -p "$code"
-  tar cf - --exclude='./.carry*' --exclude=./.git --exclude=./.venv --exclude=./shared --exclude=./results --exclude=./docs . | tar xf - -C "$code" || exit 1
-  chain="$R/logs/$name.sh"; printf 'cd %q\nexport PYTHONPATH=%q\n' "$code" "$code" > "$chain"
-  # a GPU that already has a chain: this one waits for it (appended jobs, one run at a time)
-  for p in "$R"/logs/g"$GPU".pid "$R"/logs/g"$GPU"_*.pid; do
-    [ -f "$p" ] && echo "while kill -0 $(cat "$p") 2>/dev/null; do sleep 5; done" >> "$chain"
-  done
-  # every job is checked before anything starts: its sweep's --dry-run refuses an unknown task
+  # every job is checked before anything is made: its sweep's --dry-run refuses an unknown task
   # or variant, or a bad --set, with one line (session 24 named a variant by its record folder,
   # polarity-alpha3, and learnt it from the detached chain's log minutes later)
   all=(); job=()
   check() {
-    local cmds out; cmds=$(job_cmds "${job[@]}") || { rm -f "$chain"; exit 2; }  # no chain file half-written
+    local cmds out; cmds=$(job_cmds "${job[@]}") || exit 2
     out=$(eval "$(echo "$cmds" | tail -1) --dry-run" 2>&1) || {
-      rm -f "$chain"; echo "${job[0]} \"${job[1]}\": $(echo "$out" | tail -1) (no chain started)" >&2; exit 2; }
+      echo "${job[0]} \"${job[1]}\": $(echo "$out" | tail -1) (no chain started)" >&2; exit 2; }
     all+=("$cmds")
   }
   for a in "$@"; do
@@ -129,8 +118,20 @@ if [ "$MODE" = start ]; then
   check
   # the first job's data in the foreground, so this call shows it
   task=${1:-}; t0=$(date +%s)
-  eval "$(echo "${all[0]}" | head -1)" || { rm -f "$chain"; echo "$task data failed: no chain started" >&2; exit 1; }
+  eval "$(echo "${all[0]}" | head -1)" || { echo "$task data failed: no chain started" >&2; exit 1; }
   echo "$task data ready in $(( $(date +%s) - t0 )) s"
+  name=g$GPU; n=1; while [ -e "$R/logs/$name.sh" ]; do n=$((n+1)); name=g${GPU}_$n; done
+  # the chain runs from a snapshot of the code: every later call re-copies the working tree,
+  # and a chain importing while that copy replaces lra/*.py fails (session 24 lost Image
+  # performer's start to "cannot import name 'records' from 'lra'" that way)
+  code="$R/code/$name"; rm -rf "$code"; mkdir -p "$code"
+  tar cf - --exclude='./.carry*' --exclude=./.git --exclude=./.venv --exclude=./shared --exclude=./results --exclude=./docs . | tar xf - -C "$code" || {
+    rm -rf "$code"; echo "copying the code to $code failed: no chain started" >&2; exit 1; }
+  chain="$R/logs/$name.sh"; printf 'cd %q\nexport PYTHONPATH=%q\n' "$code" "$code" > "$chain"
+  # a GPU that already has a chain: this one waits for it (appended jobs, one run at a time)
+  for p in "$R"/logs/g"$GPU".pid "$R"/logs/g"$GPU"_*.pid; do
+    [ -f "$p" ] && echo "while kill -0 $(cat "$p") 2>/dev/null; do sleep 5; done" >> "$chain"
+  done
   printf '%s\n' "${all[@]}" >> "$chain"
   CUDA_VISIBLE_DEVICES=$GPU setsid nohup bash "$chain" > "$R/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$R/logs/$name.pid"

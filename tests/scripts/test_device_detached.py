@@ -13,6 +13,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "data.n_train=32", "--set", "data.n_val=16", "--set", "data.n_test=16",
         "--set", "data.seq_len=128", "--set", "data.max_length=120", "--set", "data.min_length=30",
@@ -74,6 +76,7 @@ def test_a_bad_job_starts_nothing_and_says_why_in_one_line(tmp_path):
     assert "started chain" not in started.stdout
     logs = tmp_path / "repro" / "logs"
     assert not list(logs.glob("g0*"))  # no chain file, log or pid
+    assert not (tmp_path / "repro" / "code").exists()  # nor a snapshot of the code
     assert not (tmp_path / "data").exists()  # the first job's data was not prepared either
 
 
@@ -93,7 +96,7 @@ def test_wait_packs_a_training_run_with_its_curve_reaching_its_checkpoint(tmp_pa
     next metrics row and checkpoint right after the first file is copied: whichever order the
     packing reads them in, the archive's curve must reach the archived checkpoint's step (the
     resume truncates rows past it, but it cannot fill a gap)."""
-    torch = __import__("pytest").importorskip("torch")
+    torch = pytest.importorskip("torch")
     repo, env = _tree(tmp_path)
     run = tmp_path / "repro" / "runs" / "listops" / "softmax" / "skyformer-seed0-0123456789ab"
     run.mkdir(parents=True)
@@ -105,9 +108,9 @@ def test_wait_packs_a_training_run_with_its_curve_reaching_its_checkpoint(tmp_pa
     shims.mkdir()
     (shims / "cp").write_text(f"""#!/usr/bin/env bash
 /bin/cp "$@" || exit $?
-[ -e {tmp_path}/advanced ] && exit 0
-touch {tmp_path}/advanced
-"{sys.executable}" {tmp_path}/advance.py {run}
+[ -e "{tmp_path}/advanced" ] && exit 0
+touch "{tmp_path}/advanced"
+"{sys.executable}" "{tmp_path}/advance.py" "{run}"
 """)
     (shims / "cp").chmod(0o755)
     env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
